@@ -1,0 +1,194 @@
+"""`export()`: SVD components → OpenVINO IR in optimum-intel's diffusion folder layout, one component at a time."""
+
+from __future__ import annotations
+
+import gc
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+import torch
+from diffusers import StableVideoDiffusionPipeline
+
+from svdtool.console import console, progress_task
+from svdtool.errors import SvdtoolError
+from svdtool.memory import PeakRSS
+from svdtool.models import Source, generation_defaults, load_component, resolve_source
+from svdtool.outputs import atomic_output_dir, write_manifest
+
+from .wrappers import (
+    ExportShape,
+    ImageEncoderWrapper,
+    UnetWrapper,
+    VaeDecoderWrapper,
+    VaeEncoderWrapper,
+    example_inputs,
+    input_shapes,
+)
+
+OV_XML = "openvino_model.xml"
+# Exported in this order: the VAE is loaded once for its two halves, the UNet (largest) comes last.
+EXPORTED = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
+OUTPUT_NAMES = {
+    "image_encoder": "image_embeds",
+    "vae_encoder": "latent_parameters",
+    "vae_decoder": "sample",
+    "unet": "out_sample",
+}
+_WRAPPERS = {
+    "image_encoder": ImageEncoderWrapper,
+    "vae_encoder": VaeEncoderWrapper,
+    "vae_decoder": VaeDecoderWrapper,
+    "unet": UnetWrapper,
+}
+# Tracing shape for dynamic IRs: small, so tracing needs little memory; every dimension is dynamic afterwards.
+TRACE_SHAPE = ExportShape(height=64, width=64, num_frames=2)
+
+
+def export(
+    source: Source | str,
+    out_dir: str | Path,
+    *,
+    weights: str = "fp16",
+    shape: ExportShape | None = None,
+    via: str = "openvino",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export image encoder, VAE encoder, VAE temporal decoder and UNet of `source` to `out_dir`.
+
+    `weights` is "fp16" (compressed on save) or "fp32"; `shape` with `static=True` bakes one shape in; `via`
+    "onnx" goes torch → ONNX → OpenVINO and keeps the ONNX files under `onnx/`. Returns the manifest.
+    """
+    if weights not in ("fp16", "fp32"):
+        raise SvdtoolError(f"--weights must be fp16 or fp32, not {weights!r}")
+    if via not in ("openvino", "onnx"):
+        raise SvdtoolError(f"--via must be openvino or onnx, not {via!r}")
+    source = resolve_source(source) if isinstance(source, str) else source
+    defaults = generation_defaults(source)
+    if shape is not None:
+        check_shape(shape.height, shape.width, shape.num_frames)
+    trace_shape = shape if shape is not None and shape.static else TRACE_SHAPE
+    components: dict[str, Any] = {}
+    console.print(f"Exporting {source.label()} → {out_dir} ({weights} weights, via {via})")
+    with atomic_output_dir(Path(out_dir), overwrite) as tmp, progress_task("export", len(EXPORTED)) as advance:
+        torch_parts: dict[str, Any] = {}
+        for name in EXPORTED:
+            module_name = "vae" if name.startswith("vae") else name
+            with PeakRSS() as peak:
+                if module_name not in torch_parts:
+                    torch_parts[module_name] = load_component(source, module_name)
+                module = torch_parts[module_name]
+                config = _component_config(module_name, module)
+                ov_model = _convert(name, module, trace_shape, config, via, tmp)
+                if name in ("image_encoder", "vae_decoder", "unet"):
+                    torch_parts.pop(module_name)  # release torch weights as soon as they are converted
+                    del module
+                    gc.collect()
+                _save_component(tmp / name, ov_model, config, weights)
+                info = _describe_model(ov_model)
+                del ov_model
+                gc.collect()
+            components[name] = {**info, "weights": weights, "export_seconds": round(peak.seconds, 2), "peak_rss_gb": round(peak.peak_gb, 3)}
+            console.print(f"  {name}: {peak.seconds:.1f} s, peak RSS {peak.peak_gb:.2f} GB")
+            advance()
+        for name in ("scheduler", "feature_extractor"):
+            load_component(source, name).save_pretrained(tmp / name)
+        _write_model_index(tmp)
+        manifest = write_manifest(
+            tmp,
+            {
+                "format": "svdtool-openvino-ir",
+                "stage": "export",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "source": source.describe(),
+                "weights": weights,
+                "via": via,
+                "shape": {"static": bool(shape and shape.static), **(vars(shape) if shape and shape.static else {})},
+                "generation_defaults": defaults.as_dict(),
+                "components": components,
+            },
+        )
+    return manifest
+
+
+def check_shape(height: int, width: int, num_frames: int) -> None:
+    """SVD needs sizes that are multiples of 8 (the VAE) and of 64 for the UNet's three downsamplings at 1/8."""
+    for label, value in (("height", height), ("width", width)):
+        if value <= 0 or value % 64:
+            raise SvdtoolError(f"{label}={value} is not possible: use a positive multiple of 64 (e.g. 576, 1024)")
+    if num_frames < 1:
+        raise SvdtoolError(f"frames={num_frames} is not possible: use 1 or more")
+
+
+def _component_config(module_name: str, module: Any) -> dict[str, Any]:
+    config = module.config.to_dict() if module_name == "image_encoder" else dict(module.config)
+    if module_name == "unet":
+        config.setdefault("time_cond_proj_dim", None)  # optimum-intel's UNet part asks for it (SVD has none)
+    return json.loads(json.dumps(config, default=list))
+
+
+def _convert(name: str, module: Any, shape: ExportShape, config: dict, via: str, tmp: Path) -> ov.Model:
+    wrapper = _WRAPPERS[name](module).eval()
+    example = example_inputs(name, shape, config)
+    shapes = input_shapes(name, shape, config)
+    with torch.no_grad():
+        if via == "onnx":
+            ov_model = ov.convert_model(_to_onnx(name, wrapper, example, shapes, tmp))
+        else:
+            ov_model = ov.convert_model(
+                wrapper,
+                example_input=example,
+                input=[(key, ov.PartialShape(value), ov.Type.f32) for key, value in shapes.items()],
+            )
+    for port, key in zip(ov_model.inputs, shapes):
+        port.get_tensor().set_names({key})
+    ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAMES[name]})
+    return ov_model
+
+
+def _to_onnx(name: str, wrapper: torch.nn.Module, example: dict, shapes: dict, tmp: Path) -> Path:
+    path = tmp / "onnx" / name / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = {key: {dim: f"{key}_{dim}" for dim, size in enumerate(value) if size == -1} for key, value in shapes.items()}
+    try:
+        torch.onnx.export(
+            wrapper,
+            tuple(example.values()),
+            str(path),
+            input_names=list(example),
+            output_names=[OUTPUT_NAMES[name]],
+            dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
+            opset_version=17,
+            dynamo=False,
+        )
+    except Exception as exc:  # the exporter's failures are many types; report the component and the reason
+        raise SvdtoolError(f"torch.onnx.export failed for {name}: {str(exc).strip().splitlines()[0]}") from exc
+    return path
+
+
+def _save_component(folder: Path, ov_model: ov.Model, config: dict, weights: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, folder / OV_XML, compress_to_fp16=weights == "fp16")
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _describe_model(ov_model: ov.Model) -> dict[str, Any]:
+    return {
+        "inputs": {port.get_any_name(): str(port.get_partial_shape()) for port in ov_model.inputs},
+        "outputs": {port.get_any_name(): str(port.get_partial_shape()) for port in ov_model.outputs},
+    }
+
+
+def _write_model_index(folder: Path) -> None:
+    """model_index.json as diffusers writes it, so the folder loads with optimum-intel's machinery."""
+    index = {
+        "_class_name": StableVideoDiffusionPipeline.__name__,
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+        "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))

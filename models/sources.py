@@ -1,0 +1,126 @@
+"""Resolve any model source — preset name, local diffusers folder, or Hub id — to SVD components."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+from svdtool.errors import SvdtoolError
+
+from .presets import PRESETS, GenerationDefaults
+
+COMPONENTS: dict[str, type] = {
+    "image_encoder": CLIPVisionModelWithProjection,
+    "unet": UNetSpatioTemporalConditionModel,
+    "vae": AutoencoderKLTemporalDecoder,
+    "scheduler": EulerDiscreteScheduler,
+    "feature_extractor": CLIPImageProcessor,
+}
+_TORCH_COMPONENTS = ("image_encoder", "unet", "vae")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a pipeline comes from. `kind` is "preset", "folder" or "hub"."""
+
+    kind: str
+    ref: str
+    variant: str | None = None
+    revision: str | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        return self.kind == "preset"
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"kind": self.kind, "ref": self.ref, "random_weights": self.random_weights}
+        if self.kind == "preset":
+            info["description"] = PRESETS[self.ref].description
+        if self.variant:
+            info["variant"] = self.variant
+        if self.revision:
+            info["revision"] = self.revision
+        return info
+
+    def label(self) -> str:
+        suffix = " (random weights)" if self.random_weights else ""
+        return f"{self.kind} {self.ref}{suffix}"
+
+
+def resolve_source(spec: str, variant: str | None = None, revision: str | None = None) -> Source:
+    """Turn a user string into a Source: a preset name, a local diffusers folder, or an `owner/name` Hub id."""
+    if spec in PRESETS:
+        return Source("preset", spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise SvdtoolError(f"{path} is not a diffusers pipeline folder (no model_index.json); give a folder made by save_pretrained")
+        if variant is None and not any((path / "unet").glob("diffusion_pytorch_model.safetensors")) and any(
+            (path / "unet").glob("diffusion_pytorch_model.fp16.*")
+        ):
+            variant = "fp16"
+        return Source("folder", str(path.resolve()), variant)
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return Source("hub", spec, variant, revision)
+    raise SvdtoolError(
+        f"unknown model source {spec!r}: use a preset ({', '.join(PRESETS)}), a local diffusers folder, or a Hub id like owner/name"
+    )
+
+
+def load_component(source: Source, name: str, torch_dtype: torch.dtype = torch.float32) -> Any:
+    """Load one pipeline component, so exporters can hold one large model in memory at a time."""
+    if name not in COMPONENTS:
+        raise KeyError(name)
+    if source.kind == "preset":
+        component = PRESETS[source.ref].build_component(name)
+        if name in _TORCH_COMPONENTS and torch_dtype != torch.float32:
+            component = component.to(torch_dtype)
+        return component
+    kwargs: dict[str, Any] = {"subfolder": name}
+    if source.kind == "hub" and source.revision:
+        kwargs["revision"] = source.revision
+    if name in _TORCH_COMPONENTS:
+        kwargs["torch_dtype"] = torch_dtype
+        if source.variant:
+            kwargs["variant"] = source.variant
+    # A Hub that is down or offline surfaces as OSError, httpx or even RuntimeError ("client has been closed"),
+    # so for Hub sources every Exception becomes the one-line error; local folders fail with OSError/ValueError.
+    expected = Exception if source.kind == "hub" else (OSError, ValueError)
+    try:
+        component = COMPONENTS[name].from_pretrained(source.ref, **kwargs)
+    except expected as exc:
+        where = "the Hugging Face Hub" if source.kind == "hub" else "the local folder"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SvdtoolError(f"could not load {name} of {source.ref!r} from {where} (tried {name}/ there): {first_line}") from exc
+    return component.eval() if name in _TORCH_COMPONENTS else component
+
+
+def load_pipeline(source: Source | str, torch_dtype: torch.dtype = torch.float32) -> StableVideoDiffusionPipeline:
+    """Build diffusers' `StableVideoDiffusionPipeline` — the PyTorch reference — from any source."""
+    source = resolve_source(source) if isinstance(source, str) else source
+    parts = {name: load_component(source, name, torch_dtype) for name in COMPONENTS}
+    return StableVideoDiffusionPipeline(**parts)
+
+
+def generation_defaults(source: Source) -> GenerationDefaults:
+    """Default settings: the preset's own, else SVD's (576x1024, 25 steps) with the UNet's frame count."""
+    if source.kind == "preset":
+        return PRESETS[source.ref].defaults
+    unet_config = load_component(source, "unet").config if source.kind == "hub" else _local_unet_config(source)
+    num_frames = int(unet_config.get("num_frames", 14))
+    return GenerationDefaults(num_frames=num_frames, height=576, width=1024, num_inference_steps=25)
+
+
+def _local_unet_config(source: Source) -> dict[str, Any]:
+    return json.loads((Path(source.ref) / "unet" / "config.json").read_text())

@@ -1,0 +1,118 @@
+"""`OVStableVideoDiffusionPipeline`: OpenVINO parts under diffusers' own `StableVideoDiffusionPipeline.__call__`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+from diffusers import StableVideoDiffusionPipeline
+from huggingface_hub import snapshot_download
+from optimum.intel.openvino.modeling_diffusion import OVDiffusionPipeline
+
+from .parts import OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
+
+IMAGE_ENCODER = "image_encoder"
+OV_XML = "openvino_model.xml"
+
+
+class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPipeline):
+    """Stable Video Diffusion on OpenVINO, the optimum-intel way (like `OVLTXImageToVideoPipeline`).
+
+    Load with `from_pretrained(dir_or_hub_id, device="CPU", ov_config=...)`; `reshape`, `compile`, `to`,
+    `save_pretrained` and `ov_config={"CACHE_DIR": ...}` behave as in optimum-intel. `__call__` is diffusers'.
+    """
+
+    main_input_name = "image"
+    export_feature = "image-to-video"
+    auto_model_class = StableVideoDiffusionPipeline
+
+    def __init__(self, *args: Any, image_encoder: ov.Model | None = None, **kwargs: Any):
+        compile_now = kwargs.pop("compile", True)
+        super().__init__(*args, compile=False, **kwargs)
+        # optimum-intel creates SD-flavoured parts; give them SVD's interfaces (see parts.py for why).
+        self.unet.__class__ = OVSpatioTemporalUnet
+        self.vae_decoder.__class__ = OVTemporalVaeDecoder
+        self.vae.__class__ = OVTemporalVae
+        if image_encoder is None:
+            raise ValueError("OVStableVideoDiffusionPipeline needs the image_encoder IR")
+        self.image_encoder = OVImageEncoder(image_encoder, self, IMAGE_ENCODER)
+        self.register_modules(image_encoder=self.image_encoder)
+        if self.is_dynamic:
+            self.reshape(batch_size=-1, height=-1, width=-1, num_frames=-1)
+        if compile_now:
+            self.compile()
+
+    @property
+    def _component_names(self) -> list[str]:
+        names = super()._component_names
+        return names + [IMAGE_ENCODER] if isinstance(getattr(self, IMAGE_ENCODER, None), OVImageEncoder) else names
+
+    @property
+    def _ov_model_paths(self) -> dict[str, str]:
+        paths = {name: self._all_ov_model_paths[name] for name in super()._component_names}
+        if IMAGE_ENCODER in self._component_names:
+            paths[IMAGE_ENCODER] = os.path.join(IMAGE_ENCODER, OV_XML)
+        return paths
+
+    @classmethod
+    def _from_pretrained(cls, model_id: str | Path, config: dict[str, Any], **kwargs: Any) -> "OVStableVideoDiffusionPipeline":
+        # optimum-intel loads `image_encoder` as a torch sub-model; ours is an IR, so we read it here and hand it
+        # over. A Hub id is downloaded first so both see the same local snapshot.
+        if "image_encoder" not in kwargs:
+            if not os.path.isdir(str(model_id)):
+                model_id = snapshot_download(
+                    str(model_id),
+                    revision=kwargs.get("revision"),
+                    token=kwargs.get("token"),
+                    cache_dir=kwargs.get("cache_dir"),
+                    local_files_only=kwargs.get("local_files_only", False),
+                )
+            kwargs["image_encoder"] = cls.load_model(Path(model_id) / IMAGE_ENCODER / OV_XML)
+        return super()._from_pretrained(model_id, config, **kwargs)
+
+    def reshape(
+        self,
+        batch_size: int = -1,
+        height: int = -1,
+        width: int = -1,
+        num_images_per_prompt: int = -1,
+        num_frames: int = -1,
+        decode_chunk_size: int = -1,
+    ) -> "OVStableVideoDiffusionPipeline":
+        """Fix (or with -1 free) the shapes of every part; compiled requests are dropped and rebuilt lazily.
+
+        The UNet always sees both guidance halves (2 × batch); the VAE decoder sees `decode_chunk_size` frames.
+        """
+        if batch_size > 0 and num_images_per_prompt > 0:
+            batch_size *= num_images_per_prompt
+        self.is_dynamic = -1 in {batch_size, height, width, num_frames}
+        h = height // self.vae_scale_factor if height > 0 else -1
+        w = width // self.vae_scale_factor if width > 0 else -1
+        guided = 2 * batch_size if batch_size > 0 else -1
+        chunk = decode_chunk_size if decode_chunk_size > 0 else num_frames
+        unet_config, vae_config = self.unet.config, self.vae_decoder.config
+        image_size = self.image_encoder.config.image_size if isinstance(self.image_encoder, OVImageEncoder) else 224
+        shapes = {
+            self.unet: {
+                "sample": [guided, num_frames, unet_config.in_channels, h, w],
+                "timestep": [],
+                "encoder_hidden_states": [guided, 1, unet_config.cross_attention_dim],
+                "added_time_ids": [guided, 3],
+            },
+            self.vae_encoder: {"sample": [batch_size, 3, height, width]},
+            self.vae_decoder: {"latent_sample": [chunk, vae_config.latent_channels, h, w]},
+        }
+        if isinstance(self.image_encoder, OVImageEncoder):
+            shapes[self.image_encoder] = {"pixel_values": [batch_size, 3, image_size, image_size]}
+        for part, part_shapes in shapes.items():
+            part.model.reshape({name: ov.PartialShape(shape) for name, shape in part_shapes.items()})
+        self.clear_requests()
+        return self
+
+    @property
+    def num_frames(self) -> int:
+        """Frames baked into a static UNet, or -1 when dynamic."""
+        dim = self.unet.model.input("sample").get_partial_shape()[1]
+        return -1 if dim.is_dynamic else dim.get_length()

@@ -1,0 +1,40 @@
+"""Peak resident memory of this process, sampled in a background thread (for export and bench reports)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+
+
+class PeakRSS:
+    """Context manager: `.peak_gb` is the highest RSS seen inside the block (sampled every `interval` s)."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._process = psutil.Process()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak_bytes = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak_bytes / 2**30

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny preset as PyTorch pipeline and as FP32 / FP16 IR, exported once per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before anything imports huggingface_hub (it reads these once): no test touches the user's caches or the network.
+_SANDBOX = tempfile.mkdtemp(prefix="svdtool-tests-")
+os.environ["SVDTOOL_CACHE"] = os.path.join(_SANDBOX, "svdtool-cache")
+os.environ["HF_HOME"] = os.path.join(_SANDBOX, "hf-home")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from svdtool.convert import export  # noqa: E402
+from svdtool.models import load_pipeline  # noqa: E402
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+@pytest.fixture(scope="session")
+def tiny_torch():
+    return load_pipeline("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_ir_fp32(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("ir") / "tiny-fp32"
+    export("tiny", folder, weights="fp32")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ir_fp16(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("ir") / "tiny-fp16"
+    export("tiny", folder, weights="fp16")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_file(tmp_path_factory: pytest.TempPathFactory):
+    """A smooth synthetic photo-like image (gradient + disc), not square, to exercise resizing."""
+    y, x = np.mgrid[0:96, 0:128]
+    rgb = np.stack([x * 2, y * 2, 255 - x], axis=-1).clip(0, 255).astype(np.uint8)
+    rgb[(x - 64) ** 2 + (y - 48) ** 2 < 400] = (250, 220, 40)
+    path = tmp_path_factory.mktemp("img") / "input.png"
+    Image.fromarray(rgb).save(path)
+    return path
