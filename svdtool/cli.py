@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -106,6 +107,69 @@ def generate(
         written = write_generation(result, output, session, input)
         stages = ", ".join(f"{key} {value:.2f} s" for key, value in result.timings.items() if not key.endswith("_calls"))
         console.print(f"[green]wrote[/] {written} ({stages})")
+
+    _run(work)
+
+
+@app.command()
+def quantize(
+    model_dir: Path = typer.Argument(..., help="exported FP IR folder"),
+    calib: str = typer.Option(..., "--calib", help="folder of images, a save_to_disk dataset folder, or hf:NAME[:split][:column]"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for the quantized IR pipeline"),
+    mode: str = typer.Option("int8", help="int8 (UNet full PTQ), hybrid (optimum-intel's), w8 or w4 (weight-only)"),
+    samples: int = typer.Option(16, help="UNet calibration samples (spread over images × timesteps, one guidance half each)"),
+    max_images: int = typer.Option(16, help="calibration images read at most (the last 2 are held out for the quality check)"),
+    calib_frames: Optional[int] = typer.Option(None, help="frames during calibration (default: model's, at most 8)"),
+    calib_height: Optional[int] = typer.Option(None, help="height during calibration (default: model's, at most 256)"),
+    calib_width: Optional[int] = typer.Option(None, help="width during calibration (default: model's, at most 256)"),
+    calib_steps: Optional[int] = typer.Option(None, help="denoising steps during calibration (default: model's, at most 10)"),
+    smooth_quant_alpha: float = typer.Option(0.95, help="SmoothQuant alpha for MatMuls in int8 mode (-1 disables)"),
+    ignored_scope: list[str] = typer.Option([], "--ignored-scope", help="regex of node names to keep in float (repeatable)"),
+    seed: int = typer.Option(42, help="seed of the calibration generations"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
+) -> None:
+    """Post-training quantization with nncf, calibrated on real component inputs; prints the fusion proof."""
+
+    def work() -> None:
+        from svdtool.quantize import QuantizeOptions, quantize as run_quantize
+        from svdtool.runtime import GenerationSettings
+        from svdtool.tables import fusion_table
+
+        options = QuantizeOptions(mode=mode, smooth_quant_alpha=smooth_quant_alpha, ignored_scope=tuple(ignored_scope))
+        settings = GenerationSettings(num_frames=calib_frames, height=calib_height, width=calib_width,
+                                      num_inference_steps=calib_steps, seed=seed)
+        manifest = run_quantize(model_dir, output, calib, options=options, samples=samples, calib_settings=settings,
+                                max_images=max_images, overwrite=overwrite)
+        report = manifest["quantization"]
+        console.print(fusion_table({k: v["fusion"] for k, v in report["components"].items()}, f"CPU execution after {mode}"))
+        before = sum(c["bytes_before"] for c in report["components"].values()) / 2**20
+        after = sum(c["bytes_after"] for c in report["components"].values()) / 2**20
+        quality = report["quality_check"]["mean"]
+        console.print(f"[green]quantized[/] → {output}: IR {before:.1f} → {after:.1f} MiB; FP vs {mode} on "
+                      f"{report['quality_check']['images']} held-out images: PSNR {quality['psnr_mean']:.2f} dB, SSIM {quality['ssim_mean']:.3f}")
+
+    _run(work)
+
+
+@app.command()
+def inspect(
+    model_dir: Path = typer.Argument(..., help="exported or quantized IR folder"),
+    device: str = typer.Option("CPU", help="OpenVINO device to compile for"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Compile each component and report what the plugin executes (int8 kernels, fused FakeQuantize)."""
+
+    def work() -> None:
+        from svdtool.outputs import read_manifest, verify_files
+        from svdtool.quantize import inspect_folder
+        from svdtool.tables import fusion_table
+
+        verify_files(model_dir, read_manifest(model_dir))
+        reports = inspect_folder(model_dir, device)
+        if as_json:
+            print(json.dumps(reports, indent=2))
+        else:
+            console.print(fusion_table(reports, f"{model_dir} on {device}"))
 
     _run(work)
 

@@ -1,0 +1,157 @@
+"""`quantize()`: calibrate on real component inputs, quantize every IR, prove fusion, check quality, write the folder."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from svdtool.console import console, progress_task
+from svdtool.errors import SvdtoolError
+from svdtool.memory import PeakRSS
+from svdtool.outputs import atomic_output_dir, read_manifest, verify_files, write_manifest
+from svdtool.runtime import GenerationSettings, generate, load_ov_pipeline
+
+from .calibration import load_calibration_images
+from .fusion import fusion_report
+from .modes import MODES, QuantizeOptions, quantize_component
+from .record import collect_calibration_data
+
+COMPONENTS = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
+OV_XML = "openvino_model.xml"
+# Calibration runs the FP pipeline; at full SVD size that is slow and nncf's statistics need memory in proportion
+# to the activations, so by default it runs at no more than this (statistics transfer across resolutions).
+CALIB_CAP = {"height": 256, "width": 256, "num_frames": 8, "num_inference_steps": 10}
+
+
+def calibration_settings(defaults: dict[str, Any], overrides: GenerationSettings) -> GenerationSettings:
+    capped = {key: min(value, CALIB_CAP[key]) if key in CALIB_CAP else value for key, value in defaults.items()}
+    return overrides.resolved(capped)
+
+
+def quantize(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    calib: str,
+    *,
+    options: QuantizeOptions = QuantizeOptions(),
+    samples: int = 16,
+    calib_settings: GenerationSettings = GenerationSettings(),
+    max_images: int = 16,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Quantize an exported folder with `options.mode` (int8, hybrid, w8, w4), calibrated on `calib` images."""
+    if options.mode not in MODES:
+        raise SvdtoolError(f"--mode must be one of {', '.join(MODES)}, not {options.mode!r}")
+    if samples < 1:
+        raise SvdtoolError("--samples must be 1 or more")
+    model_dir = Path(model_dir)
+    source_manifest = read_manifest(model_dir)
+    verify_files(model_dir, source_manifest)
+    if source_manifest.get("stage") == "quantize":
+        raise SvdtoolError(f"{model_dir} is already quantized ({source_manifest['quantization']['mode']}); quantize the exported FP folder")
+    calibration = load_calibration_images(calib, limit=max_images)
+    settings = calibration_settings(source_manifest["generation_defaults"], calib_settings)
+    images = calibration.images
+    holdout = images[-2:] if len(images) >= 3 else images
+    calibrate_on = images[:-2] if len(images) >= 3 else images
+    console.print(f"Quantizing {model_dir} ({options.mode}) on {len(calibrate_on)} calibration images from {calib}"
+                  f" ({calibration.skipped} unreadable skipped); calibration at {settings.width}x{settings.height},"
+                  f" {settings.num_frames} frames, {settings.num_inference_steps} steps")
+
+    with PeakRSS() as collect_peak:
+        fp_pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
+        data = collect_calibration_data(fp_pipeline, calibrate_on, settings, samples)
+        del fp_pipeline
+        gc.collect()
+
+    report: dict[str, Any] = {}
+    with atomic_output_dir(Path(out_dir), overwrite) as tmp:
+        _copy_non_ir_files(model_dir, tmp)
+        compress_to_fp16 = source_manifest.get("weights") == "fp16"
+        with progress_task(f"quantize ({options.mode})", len(COMPONENTS)) as advance:
+            for name in COMPONENTS:
+                with PeakRSS() as peak:
+                    model = ov.Core().read_model(model_dir / name / OV_XML)
+                    quantized = quantize_component(name, model, data[name], options)
+                    del model
+                    (tmp / name).mkdir(exist_ok=True)
+                    ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
+                    fusion = fusion_report(quantized)
+                    del quantized
+                    gc.collect()
+                report[name] = {
+                    "nncf": options.nncf_parameters(name),
+                    "calibration_samples": len(data[name]),
+                    "bytes_before": _ir_bytes(model_dir / name),
+                    "bytes_after": _ir_bytes(tmp / name),
+                    "seconds": round(peak.seconds, 1),
+                    "peak_rss_gb": round(peak.peak_gb, 2),
+                    "fusion": fusion,
+                }
+                advance()
+        quality = quality_check(model_dir, tmp, holdout, settings, source_manifest["generation_defaults"])
+        manifest = {
+            **{k: v for k, v in source_manifest.items() if k not in ("files", "versions", "components")},
+            "stage": "quantize",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "quantized_from": {"path": str(model_dir.resolve()), "created": source_manifest.get("created"),
+                               "weights": source_manifest.get("weights")},
+            "components": {name: {**source_manifest["components"][name], "quantization": report[name]["nncf"]}
+                           for name in COMPONENTS},
+            "quantization": {
+                "mode": options.mode,
+                "calibration": {**calibration.describe(), "used_for_calibration": len(calibrate_on),
+                                "held_out": len(holdout) if len(images) >= 3 else 0,
+                                "settings": settings.as_dict(), "collect_seconds": round(collect_peak.seconds, 1),
+                                "collect_peak_rss_gb": round(collect_peak.peak_gb, 2)},
+                "components": report,
+                "quality_check": quality,
+            },
+        }
+        manifest = write_manifest(tmp, manifest)
+    return manifest
+
+
+def quality_check(fp_dir: Path, quantized_dir: Path, images: list, settings: GenerationSettings, defaults: dict) -> dict[str, Any]:
+    """FP vs quantized frames on held-out images, same seed, both at the CPU plugin's default precision."""
+    from svdtool.validate.metrics import video_metrics
+
+    results = []
+    fp_pipeline, _ = load_ov_pipeline(fp_dir)
+    fp_frames = [generate(fp_pipeline, image, replace(settings, seed=1000 + i), show_progress=False).frames for i, image in enumerate(images)]
+    del fp_pipeline
+    quantized_pipeline, _ = _load_unverified(quantized_dir)
+    for i, (image, reference) in enumerate(zip(images, fp_frames)):
+        frames = generate(quantized_pipeline, image, replace(settings, seed=1000 + i), show_progress=False).frames
+        results.append(video_metrics(frames, reference))
+    summary = {key: round(float(np.mean([r[key] for r in results])), 3) for key in results[0]}
+    return {"images": len(images), "settings": settings.as_dict(), "mean": summary, "per_image": results}
+
+
+def _load_unverified(folder: Path):
+    """The folder being written has no manifest yet; load the pipeline directly."""
+    from svdtool.runtime import OVStableVideoDiffusionPipeline
+
+    return OVStableVideoDiffusionPipeline.from_pretrained(folder), None
+
+
+def _copy_non_ir_files(source: Path, target: Path) -> None:
+    for item in source.iterdir():
+        if item.name in COMPONENTS:
+            (target / item.name).mkdir()
+            shutil.copy2(item / "config.json", target / item.name / "config.json")
+        elif item.is_dir():
+            shutil.copytree(item, target / item.name)
+        elif item.name != "svdtool.json":
+            shutil.copy2(item, target / item.name)
+
+
+def _ir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("openvino_model.*"))
