@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import multiprocessing
+import pickle
 import shutil
+import tempfile
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +28,9 @@ from .fusion import fusion_report
 from .modes import MODES, QuantizeOptions, quantize_component
 from .record import collect_calibration_data
 
-COMPONENTS = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
+# The UNet goes first, while the process holds nothing else: nncf's statistics pass over the full SVD UNet peaks
+# near 22 GB (an f32-compiled copy plus one output per quantizer), which fits 24 GB only in a clean process.
+COMPONENTS = ("unet", "image_encoder", "vae_encoder", "vae_decoder")
 OV_XML = "openvino_model.xml"
 # Calibration runs the FP pipeline; at full SVD size that is slow and nncf's statistics need memory in proportion
 # to the activations, so by default it runs at no more than this (statistics transfer across resolutions).
@@ -65,11 +72,9 @@ def quantize(
                   f" ({calibration.skipped} unreadable skipped); calibration at {settings.width}x{settings.height},"
                   f" {settings.num_frames} frames, {settings.num_inference_steps} steps")
 
-    with PeakRSS() as collect_peak:
-        fp_pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
-        data = collect_calibration_data(fp_pipeline, calibrate_on, settings, samples)
-        del fp_pipeline
-        gc.collect()
+    start = time.perf_counter()
+    data, collect_peak_gb = collect_in_subprocess(model_dir, calibrate_on, settings, samples)
+    collect_seconds = time.perf_counter() - start
 
     report: dict[str, Any] = {}
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
@@ -85,7 +90,7 @@ def quantize(
                     ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
                     fusion = fusion_report(quantized)
                     del quantized
-                    gc.collect()
+                    release_memory()
                 report[name] = {
                     "nncf": options.nncf_parameters(name),
                     "calibration_samples": len(data[name]),
@@ -109,14 +114,47 @@ def quantize(
                 "mode": options.mode,
                 "calibration": {**calibration.describe(), "used_for_calibration": len(calibrate_on),
                                 "held_out": len(holdout) if len(images) >= 3 else 0,
-                                "settings": settings.as_dict(), "collect_seconds": round(collect_peak.seconds, 1),
-                                "collect_peak_rss_gb": round(collect_peak.peak_gb, 2)},
+                                "settings": settings.as_dict(), "collect_seconds": round(collect_seconds, 1),
+                                "collect_peak_rss_gb": round(collect_peak_gb, 2)},
                 "components": report,
                 "quality_check": quality,
             },
         }
         manifest = write_manifest(tmp, manifest)
     return manifest
+
+
+def _collect_worker(model_dir: str, images: list, settings: GenerationSettings, samples: int, path: str) -> None:
+    with PeakRSS() as peak:
+        pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
+        data = collect_calibration_data(pipeline, images, settings, samples)
+    with open(path, "wb") as handle:
+        pickle.dump((data, peak.peak_gb), handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def collect_in_subprocess(model_dir: Path, images: list, settings: GenerationSettings, samples: int) -> tuple[dict, float]:
+    """Record calibration inputs in a spawned process, so the FP pipeline's memory is returned to the system
+    before quantization starts (freed memory inside one process is not, and the UNet pass needs it all)."""
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="svdtool-calib-") as folder:
+        path = Path(folder) / "calibration.pkl"
+        process = context.Process(target=_collect_worker, args=(str(model_dir), images, settings, samples, str(path)))
+        process.start()
+        process.join()
+        if process.exitcode != 0 or not path.is_file():
+            hint = " (killed: out of memory? lower --calib-height/--calib-width/--calib-frames)" if process.exitcode == -9 else ""
+            raise SvdtoolError(f"the calibration run failed with exit code {process.exitcode}{hint}")
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+
+
+def release_memory() -> None:
+    """Return freed heap to the system (glibc keeps it otherwise), so the next component starts lean."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 def quality_check(fp_dir: Path, quantized_dir: Path, images: list, settings: GenerationSettings, defaults: dict) -> dict[str, Any]:

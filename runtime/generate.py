@@ -18,8 +18,6 @@ from svdtool.console import make_progress
 from svdtool.errors import SvdtoolError
 from svdtool.models import GenerationDefaults
 
-from .pipeline import OVStableVideoDiffusionPipeline
-
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -104,12 +102,12 @@ def stage_timer(pipeline: Any, on_decode: Callable[[], None] | None = None) -> I
 
 
 def generate(
-    pipeline: StableVideoDiffusionPipeline | OVStableVideoDiffusionPipeline,
+    pipeline: StableVideoDiffusionPipeline,
     image: Image.Image,
     settings: GenerationSettings,
     show_progress: bool = True,
 ) -> GenerationResult:
-    """Run diffusers' `__call__` on either backend. The noise comes from a CPU generator seeded with
+    """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline. The noise comes from a CPU generator seeded with
     `settings.seed` (diffusers draws on the CPU and moves it), so CUDA, CPU and OpenVINO runs of one model start
     from identical latents and noise augmentation."""
     _check_static_shape(pipeline, settings)
@@ -141,7 +139,7 @@ def generate(
 
 
 def _check_static_shape(pipeline: Any, settings: GenerationSettings) -> None:
-    if not isinstance(pipeline, OVStableVideoDiffusionPipeline):
+    if not hasattr(pipeline, "vae_decoder"):  # only OpenVINO pipelines can have static shapes
         return
     chunk = pipeline.vae_decoder.model.input("latent_sample").get_partial_shape()[0]
     static = {

@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -50,6 +49,8 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int) -> Path:
             raise SvdtoolError(f"{path} already exists; remove it or choose another output")
         tmp.rename(path)
         return path
+    import imageio.v3 as iio
+
     handle, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(handle)
     try:
@@ -75,6 +76,8 @@ def read_video(path: str | Path) -> np.ndarray:
         return np.stack([np.asarray(load_image(file)) for file in files])
     if not path.is_file():
         raise SvdtoolError(f"video {path} does not exist")
+    import imageio.v3 as iio
+
     try:
         frames = iio.imread(path, index=None)
     except Exception as exc:  # imageio raises plugin-specific types

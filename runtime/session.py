@@ -17,7 +17,6 @@ from svdtool.models import PRESETS, generation_defaults, load_pipeline, resolve_
 from svdtool.outputs import MANIFEST_NAME, library_versions, sha256_file
 
 from .generate import GenerationResult
-from .loading import load_ov_pipeline
 from .media import write_video
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -49,6 +48,8 @@ def preset_ir(preset: str) -> Path:
 def open_generator(model: str, backend: str, device: str | None, precision: str, dtype: str) -> Session:
     """Load the pipeline for `backend` ("openvino" or "torch") and its default generation settings."""
     if backend == "openvino":
+        from .loading import load_ov_pipeline
+
         folder = preset_ir(model) if model in PRESETS else model
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision)
         source = manifest.get("source", {})

@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -18,12 +18,34 @@ from .errors import SvdtoolError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push.")
 
 
+# Generation options shared by generate, reference and validate.
+Frames = Annotated[Optional[int], typer.Option("--frames", help="frames to generate")]
+Height = Annotated[Optional[int], typer.Option("--height", help="video height (multiple of 64)")]
+Width = Annotated[Optional[int], typer.Option("--width", help="video width (multiple of 64)")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="denoising steps")]
+Fps = Annotated[Optional[int], typer.Option("--fps", help="frames per second (conditioning and output)")]
+MotionBucket = Annotated[Optional[int], typer.Option("--motion-bucket-id", help="amount of motion (SVD conditioning, default 127)")]
+NoiseAug = Annotated[Optional[float], typer.Option("--noise-aug-strength", help="noise added to the conditioning image")]
+DecodeChunk = Annotated[Optional[int], typer.Option("--decode-chunk-size", help="frames decoded at once (lower = less memory)")]
+MinGuidance = Annotated[Optional[float], typer.Option("--min-guidance", help="guidance scale at the first frame")]
+MaxGuidance = Annotated[Optional[float], typer.Option("--max-guidance", help="guidance scale at the last frame")]
+Seed = Annotated[int, typer.Option("--seed", help="seed of the CPU generator for latents and noise augmentation")]
+
+
+def _settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
+              min_guidance, max_guidance, seed):
+    from svdtool.runtime import GenerationSettings
+
+    return GenerationSettings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength,
+                              min_guidance, max_guidance, decode_chunk_size, seed)
+
+
 def _run(work: Callable[[], Any]) -> Any:
     """Run a command body: SvdtoolError → one red line and exit 2; Ctrl-C → exit 130. No tracebacks."""
     try:
         return work()
     except SvdtoolError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line, even when not a terminal
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: nothing was written")
@@ -75,29 +97,29 @@ def generate(
     backend: str = typer.Option("openvino", help="openvino (the CPU runtime) or torch (the PyTorch reference)"),
     device: Optional[str] = typer.Option(None, help="openvino: CPU/GPU/AUTO (default CPU); torch: cpu/cuda (default cpu)"),
     precision: str = typer.Option("auto", help="openvino execution precision: auto (plugin's choice), f32, bf16, f16"),
-    frames: Optional[int] = typer.Option(None, help="frames to generate"),
-    height: Optional[int] = typer.Option(None, help="video height (multiple of 64)"),
-    width: Optional[int] = typer.Option(None, help="video width (multiple of 64)"),
-    steps: Optional[int] = typer.Option(None, help="denoising steps"),
-    fps: Optional[int] = typer.Option(None, help="frames per second (conditioning and output)"),
-    motion_bucket_id: Optional[int] = typer.Option(None, help="amount of motion (SVD conditioning, default 127)"),
-    noise_aug_strength: Optional[float] = typer.Option(None, help="noise added to the conditioning image"),
-    decode_chunk_size: Optional[int] = typer.Option(None, help="frames decoded at once (lower = less memory)"),
-    min_guidance: Optional[float] = typer.Option(None, help="guidance scale at the first frame"),
-    max_guidance: Optional[float] = typer.Option(None, help="guidance scale at the last frame"),
-    seed: int = typer.Option(42, help="seed of the CPU generator for latents and noise augmentation"),
+    frames: Frames = None,
+    height: Height = None,
+    width: Width = None,
+    steps: Steps = None,
+    fps: Fps = None,
+    motion_bucket_id: MotionBucket = None,
+    noise_aug_strength: NoiseAug = None,
+    decode_chunk_size: DecodeChunk = None,
+    min_guidance: MinGuidance = None,
+    max_guidance: MaxGuidance = None,
+    seed: Seed = 42,
     dtype: str = typer.Option("fp32", help="torch backend dtype: fp32 or fp16"),
 ) -> None:
     """Generate a video from one image: the OpenVINO runtime, or `--backend torch` for the PyTorch reference."""
 
     def work() -> None:
-        from svdtool.runtime import GenerationSettings, generate as run_generation, load_image, output_kind
+        from svdtool.runtime import generate as run_generation, load_image, output_kind
         from svdtool.runtime.session import open_generator, write_generation
 
         output_kind(output)
         load_image(input)
-        settings = GenerationSettings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength,
-                                      min_guidance, max_guidance, decode_chunk_size, seed)
+        settings = _settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
+                             min_guidance, max_guidance, seed)
         session = open_generator(model, backend, device, precision, dtype)
         settings = settings.resolved(session.defaults)
         image = load_image(input)
@@ -172,6 +194,121 @@ def inspect(
             console.print(fusion_table(reports, f"{model_dir} on {device}"))
 
     _run(work)
+
+
+@app.command()
+def metrics(
+    video: Path = typer.Argument(..., help="video (.mp4/.gif/.webm) or a folder of frames"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="reference video of the same shape: adds PSNR/SSIM"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Temporal MSE, sharpness, brightness, noise, flicker, warp error, motion (+ PSNR/SSIM vs a reference)."""
+
+    def work() -> None:
+        from rich.table import Table
+
+        from svdtool.runtime import read_video
+        from svdtool.validate import video_metrics
+
+        frames = read_video(video)
+        reference_frames = read_video(reference) if reference else None
+        if reference_frames is not None and reference_frames.shape != frames.shape:
+            raise SvdtoolError(f"--reference has shape {reference_frames.shape}, the video {frames.shape}: they must match")
+        values = video_metrics(frames, reference_frames)
+        if as_json:
+            print(json.dumps(values, indent=2))
+            return
+        table = Table(title=f"{video} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in values.items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+
+    _run(work)
+
+
+@app.command()
+def reference(
+    source: str = typer.Argument(..., help="PyTorch source: preset, diffusers folder, or Hub id"),
+    images: Path = typer.Option(..., "--images", help="folder of input images"),
+    output: Path = typer.Option(..., "-o", "--output", help="reference folder to write (REF_DIR)"),
+    device: str = typer.Option("cuda", help="cuda or cpu"),
+    dtype: str = typer.Option("fp16", help="fp16 or fp32"),
+    frames: Frames = None,
+    height: Height = None,
+    width: Width = None,
+    steps: Steps = None,
+    fps: Fps = None,
+    motion_bucket_id: MotionBucket = None,
+    noise_aug_strength: NoiseAug = None,
+    decode_chunk_size: DecodeChunk = None,
+    min_guidance: MinGuidance = None,
+    max_guidance: MaxGuidance = None,
+    seed: Seed = 42,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
+) -> None:
+    """Make a PyTorch reference (normally on a GPU host) that `svdtool validate --reference REF_DIR` reuses."""
+
+    def work() -> None:
+        from svdtool.validate import make_reference
+
+        settings = _settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
+                             min_guidance, max_guidance, seed)
+        record = make_reference(source, images, output, device=device, dtype=dtype, settings=settings, overwrite=overwrite)
+        seconds = [entry["timings_seconds"]["total"] for entry in record["images"]]
+        console.print(f"[green]reference[/] → {output}: {len(seconds)} videos, {sum(seconds) / len(seconds):.2f} s per video on {device}")
+
+    _run(work)
+
+
+@app.command()
+def validate(
+    model_dir: Path = typer.Argument(..., help="exported or quantized IR folder"),
+    reference: str = typer.Option(..., "--reference", help="gpu, cpu (run PyTorch live) or a REF_DIR from `svdtool reference`"),
+    output: Path = typer.Option(Path("validation"), "-o", "--output", help="report folder"),
+    images: Optional[Path] = typer.Option(None, "--images", help="input images (with --reference gpu|cpu)"),
+    source: Optional[str] = typer.Option(None, "--source", help="PyTorch source for a live reference (default: the manifest's)"),
+    reference_dtype: str = typer.Option("fp16", help="dtype of a live GPU reference"),
+    precision: str = typer.Option("auto", help="OpenVINO execution precision: auto, f32, bf16, f16"),
+    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="TOML file with a [thresholds] table"),
+    min_psnr: Optional[float] = typer.Option(None, help="minimum mean PSNR vs reference, dB (default 30)"),
+    max_temporal_mse_change: Optional[float] = typer.Option(None, help="max |Δ temporal MSE| relative (default 0.15)"),
+    max_sharpness_change: Optional[float] = typer.Option(None, help="max |Δ sharpness| relative (default 0.20)"),
+    max_brightness_change: Optional[float] = typer.Option(None, help="max |Δ brightness| in levels (default 3)"),
+    max_noise_increase: Optional[float] = typer.Option(None, help="max relative noise increase (default 0.20)"),
+    frames: Frames = None,
+    height: Height = None,
+    width: Width = None,
+    steps: Steps = None,
+    seed: Seed = 42,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report folder"),
+) -> None:
+    """Validate the CPU runtime against the PyTorch reference; exit 0 pass, 1 fail, 2 bad input."""
+
+    def work() -> bool:
+        from rich.table import Table
+
+        from svdtool.validate import Thresholds, validate as run_validate
+
+        limits = Thresholds.load(thresholds, min_psnr=min_psnr, max_temporal_mse_change=max_temporal_mse_change,
+                                 max_sharpness_change=max_sharpness_change, max_brightness_change=max_brightness_change,
+                                 max_noise_increase=max_noise_increase)
+        settings = _settings(frames, height, width, steps, None, None, None, None, None, None, seed)
+        report = run_validate(model_dir, reference, output, images=images, source=source, thresholds=limits,
+                              settings=settings, reference_dtype=reference_dtype, precision=precision, overwrite=overwrite)
+        table = Table(title=f"{model_dir} vs {report['reference']['device']} reference")
+        for column in ("image", "check", "value", "limit", "result"):
+            table.add_column(column)
+        for image in report["images"]:
+            for check in image["checks"]:
+                table.add_row(image["image"], check["check"], f"{check['value']:.3f}", check["limit"],
+                              "[green]pass[/]" if check["pass"] else "[red]fail[/]")
+        console.print(table)
+        return report["pass"]
+
+    if not _run(work):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ def atomic_output_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     if out_dir.exists():
         old = out_dir.with_name(f".old-{out_dir.name}")
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = Path("/proc/cpuinfo").read_text()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
+    return {"cpu": model, "isa": isa, "cores": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def timed(function: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
+    for _ in range(warmup):
+        function()
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        runs.append(time.perf_counter() - start)
+    return {"median_s": round(statistics.median(runs), 3), "min_s": round(min(runs), 3), "max_s": round(max(runs), 3), "runs": len(runs)}
+
+
+def save(name: str, result: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)

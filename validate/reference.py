@@ -1,0 +1,128 @@
+"""`make_reference()`: run diffusers' PyTorch pipeline (GPU or CPU) on a set of images and store everything a
+later CPU validation needs to reproduce the run: inputs, frames, settings, seeds, environment, timings."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from svdtool.console import console, progress_task
+from svdtool.errors import SvdtoolError
+from svdtool.models import generation_defaults, load_pipeline, resolve_source
+from svdtool.outputs import atomic_output_dir, library_versions, sha256_file, write_manifest
+from svdtool.runtime import GenerationSettings, generate, load_image
+
+from .metrics import video_metrics
+
+REFERENCE_JSON = "reference.json"
+TORCH_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SvdtoolError(f"--images {folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SvdtoolError(f"--images {folder}: no .jpg/.png/.webp/.bmp images in it")
+    return files
+
+
+def cuda_or_error(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SvdtoolError(
+            "no CUDA GPU here: on a GPU host run `svdtool reference SOURCE --images DIR -o REF_DIR --device cuda`, "
+            "copy REF_DIR to this machine and pass `--reference REF_DIR` (or use `--reference cpu`)"
+        )
+
+
+def save_frames(frames: np.ndarray, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{index:04d}.png")
+
+
+def load_frames(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(folder.glob("frame_*.png"))])
+
+
+def environment(device: str) -> dict[str, Any]:
+    env = {"host": platform.node(), "platform": platform.platform(), "device": device, **library_versions()}
+    if device.startswith("cuda"):
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+def make_reference(
+    source: str,
+    images: str | Path,
+    out_dir: str | Path,
+    *,
+    device: str = "cuda",
+    dtype: str = "fp16",
+    settings: GenerationSettings = GenerationSettings(),
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Generate with PyTorch for every image of `images`; noise from a CPU generator, so the OpenVINO CPU run with
+    the same seed starts identically. Returns the reference record (also written as reference.json)."""
+    if dtype not in TORCH_DTYPES:
+        raise SvdtoolError(f"--dtype must be fp16 or fp32, not {dtype!r}")
+    cuda_or_error(device)
+    files = list_images(images)
+    resolved = resolve_source(source)
+    settings = settings.resolved(generation_defaults(resolved))
+    pipeline = load_pipeline(resolved, TORCH_DTYPES[dtype]).to(device)
+    console.print(f"Reference: {resolved.label()} on {device} ({dtype}), {len(files)} images")
+    entries = []
+    with atomic_output_dir(Path(out_dir), overwrite) as tmp, progress_task("reference", len(files)) as advance:
+        for file in files:
+            stem = file.stem
+            (tmp / "inputs").mkdir(exist_ok=True)
+            shutil.copy2(file, tmp / "inputs" / file.name)
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            result = generate(pipeline, load_image(file), settings, show_progress=False)
+            save_frames(result.frames, tmp / "frames" / stem)
+            entry = {"image": f"inputs/{file.name}", "sha256": sha256_file(file), "frames": f"frames/{stem}",
+                     "timings_seconds": result.timings, "metrics": video_metrics(result.frames)}
+            if device.startswith("cuda"):
+                entry["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+            entries.append(entry)
+            advance()
+        record = {
+            "stage": "reference",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": resolved.describe(),
+            "device": device,
+            "dtype": dtype,
+            "settings": settings.as_dict(),
+            "environment": environment(device),
+            "images": entries,
+        }
+        (tmp / REFERENCE_JSON).write_text(json.dumps(record, indent=2))
+        write_manifest(tmp, {"stage": "reference", "source": resolved.describe(), "reference": REFERENCE_JSON})
+    return record
+
+
+def read_reference(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / REFERENCE_JSON
+    if not path.is_file():
+        raise SvdtoolError(f"{folder} is not a reference folder (no {REFERENCE_JSON}); make one with `svdtool reference`")
+    return json.loads(path.read_text())
+
+
+def settings_of(record: dict[str, Any], seed: int | None = None) -> GenerationSettings:
+    settings = GenerationSettings(**record["settings"])
+    return settings if seed is None else replace(settings, seed=seed)

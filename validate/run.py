@@ -1,0 +1,116 @@
+"""`validate()`: the OpenVINO CPU runtime against a PyTorch reference (live on GPU/CPU, or a stored REF_DIR)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svdtool.console import console, progress_task
+from svdtool.errors import SvdtoolError
+from svdtool.outputs import atomic_output_dir, read_manifest, write_manifest
+from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
+
+from .metrics import per_frame_fidelity, video_metrics
+from .reference import environment, load_frames, make_reference, read_reference, save_frames, settings_of
+from .report import write_html_report
+from .thresholds import Thresholds
+
+SUMMARY_KEYS = ("temporal_mse", "sharpness", "brightness", "noise", "flicker", "warp_error", "motion")
+
+
+def validate(
+    model_dir: str | Path,
+    reference: str,
+    out_dir: str | Path,
+    *,
+    images: str | Path | None = None,
+    source: str | None = None,
+    thresholds: Thresholds = Thresholds(),
+    settings: GenerationSettings = GenerationSettings(),
+    reference_dtype: str = "fp16",
+    precision: str = "auto",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Generate with the IR on the reference's images and settings; compare metrics; write report.json/.html.
+
+    `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source) or a folder
+    made by `make_reference`. Returns the report; `report["pass"]` is the verdict.
+    """
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    with atomic_output_dir(Path(out_dir), overwrite) as tmp:
+        if reference in ("gpu", "cpu"):
+            if images is None:
+                raise SvdtoolError("--images DIR is needed with --reference gpu|cpu")
+            ref_dir = tmp / "reference"
+            make_reference(source or _manifest_source(manifest), images, ref_dir,
+                           device="cuda" if reference == "gpu" else "cpu",
+                           dtype=reference_dtype if reference == "gpu" else "fp32", settings=settings)
+        else:
+            ref_dir = Path(reference)
+        record = read_reference(ref_dir)
+        run_settings = settings_of(record)
+        pipeline, _ = load_ov_pipeline(model_dir, precision=precision)
+        results = []
+        with progress_task("validate", len(record["images"])) as advance:
+            for entry in record["images"]:
+                reference_frames = load_frames(ref_dir / entry["frames"])
+                run = generate(pipeline, load_image(ref_dir / entry["image"]), run_settings, show_progress=False)
+                name = Path(entry["image"]).stem
+                save_frames(run.frames, tmp / "runtime" / name)
+                runtime_metrics = video_metrics(run.frames, reference_frames)
+                reference_metrics = video_metrics(reference_frames)
+                results.append({
+                    "image": name,
+                    "reference": reference_metrics,
+                    "runtime": runtime_metrics,
+                    "per_frame": per_frame_fidelity(run.frames, reference_frames),
+                    "checks": thresholds.check(runtime_metrics, reference_metrics),
+                    "timings_seconds": {"reference": entry["timings_seconds"], "runtime": run.timings},
+                    "_frames": (reference_frames, run.frames, np.asarray(load_image(ref_dir / entry["image"]))),
+                })
+                advance()
+        report = {
+            "stage": "validate",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {"path": str(model_dir.resolve()), "stage": manifest.get("stage"), "source": manifest.get("source"),
+                      "weights": manifest.get("weights"), "mode": manifest.get("quantization", {}).get("mode", "fp")},
+            "reference": {k: record[k] for k in ("source", "device", "dtype", "environment", "created")},
+            "runtime": {"device": "CPU", "precision": precision, "environment": environment("cpu")},
+            "settings": run_settings.as_dict(),
+            "thresholds": thresholds.as_dict(),
+            "images": [{k: v for k, v in r.items() if k != "_frames"} for r in results],
+            "summary": _summary(results),
+            "pass": all(check["pass"] for r in results for check in r["checks"]),
+        }
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        write_html_report(tmp / "report.html", report, {r["image"]: r["_frames"] for r in results}, run_settings.fps)
+        write_manifest(tmp, {"stage": "validate", "model": report["model"], "pass": report["pass"], "summary": report["summary"]})
+    verdict = "[green]PASS[/]" if report["pass"] else "[red]FAIL[/]"
+    console.print(f"validate: {verdict} → {out_dir}/report.html")
+    return report
+
+
+def _manifest_source(manifest: dict[str, Any]) -> str:
+    source = manifest.get("source", {})
+    if not source.get("ref"):
+        raise SvdtoolError("the model's manifest names no source; pass --source")
+    return source["ref"]
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for side in ("reference", "runtime"):
+        summary[side] = {key: round(float(np.mean([r[side][key] for r in results])), 4) for key in SUMMARY_KEYS}
+    for key in ("psnr_mean", "psnr_min", "ssim_mean", "ssim_min"):
+        reduce = np.min if key.endswith("min") else np.mean
+        summary[key] = round(float(reduce([r["runtime"][key] for r in results])), 4)
+    runtime_times = [r["timings_seconds"]["runtime"]["total"] for r in results]
+    reference_times = [r["timings_seconds"]["reference"]["total"] for r in results]
+    summary["seconds_per_video"] = {"reference": round(float(np.mean(reference_times)), 3),
+                                    "runtime": round(float(np.mean(runtime_times)), 3)}
+    return summary
