@@ -8,9 +8,12 @@ CLIP ViT-H/14 with a 1024-d projection) for memory and speed work.
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -54,6 +57,28 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+def portable_init(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Overwrite every parameter from a NumPy generator keyed by (seed, parameter name).
+
+    Written by hand because library init code changes between versions (transformers 5.5 and 5.17 initialise CLIP
+    differently): a preset must be bit-identical on every host, or a reference made on a GPU host with other
+    library versions would be another model. Biases 0, norm scales 1, other vectors N(0, 0.02), weights
+    N(0, 1/fan_in).
+    """
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            shape = tuple(parameter.shape)
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            if name.endswith("bias"):
+                values = np.zeros(shape)
+            elif parameter.ndim == 1:
+                values = np.ones(shape) if "norm" in name else rng.normal(0.0, 0.02, shape)
+            else:
+                values = rng.normal(0.0, 1.0 / math.sqrt(math.prod(shape[1:])), shape)
+            parameter.copy_(torch.from_numpy(values.astype(np.float32)))
+    return module
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named architecture: component configs plus default generation settings."""
@@ -67,14 +92,13 @@ class Preset:
     seed: int = 0
 
     def build_component(self, name: str) -> Any:
-        """Build one component with weights seeded from (preset seed, component name)."""
-        torch.manual_seed(self.seed + sum(map(ord, name)))
+        """Build one component; its weights depend only on (preset seed, component, parameter name)."""
         if name == "unet":
-            return UNetSpatioTemporalConditionModel(**self.unet).eval()
+            return portable_init(UNetSpatioTemporalConditionModel(**self.unet), self.seed).eval()
         if name == "vae":
-            return AutoencoderKLTemporalDecoder(**self.vae).eval()
+            return portable_init(AutoencoderKLTemporalDecoder(**self.vae), self.seed).eval()
         if name == "image_encoder":
-            return CLIPVisionModelWithProjection(CLIPVisionConfig(**self.image_encoder)).eval()
+            return portable_init(CLIPVisionModelWithProjection(CLIPVisionConfig(**self.image_encoder)), self.seed).eval()
         if name == "scheduler":
             return EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
         if name == "feature_extractor":

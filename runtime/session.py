@@ -45,6 +45,11 @@ def preset_ir(preset: str) -> Path:
     return folder
 
 
+def cuda_or_error(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SvdtoolError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or run on a GPU host")
+
+
 def open_generator(model: str, backend: str, device: str | None, precision: str, dtype: str) -> Session:
     """Load the pipeline for `backend` ("openvino" or "torch") and its default generation settings."""
     if backend == "openvino":
@@ -63,8 +68,7 @@ def open_generator(model: str, backend: str, device: str | None, precision: str,
         if dtype not in TORCH_DTYPES:
             raise SvdtoolError(f"--dtype must be fp32 or fp16, not {dtype!r}")
         device = (device or "cpu").lower()
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise SvdtoolError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or run on a GPU host")
+        cuda_or_error(device)
         if Path(model).is_dir() and (Path(model) / MANIFEST_NAME).is_file():
             raise SvdtoolError(f"{model} is an OpenVINO IR folder; --backend torch needs a PyTorch source (preset, diffusers folder, Hub id)")
         source = resolve_source(model)

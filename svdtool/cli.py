@@ -341,6 +341,58 @@ def push(
     _run(work)
 
 
+@app.command()
+def bench(
+    model_dirs: list[Path] = typer.Argument(..., help="IR folders to compare (FP32, FP16, INT8, hybrid, w8 ...)"),
+    torch_source: Optional[str] = typer.Option(None, "--torch", help="also run diffusers eager from this source"),
+    device: str = typer.Option("cpu", help="device of the --torch run: cpu or cuda"),
+    image: Path = typer.Option(Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg", "--image", "-i",
+                               help="input image"),
+    frames: Frames = None,
+    height: Height = None,
+    width: Width = None,
+    steps: Steps = None,
+    repeat: int = typer.Option(3, help="timed runs after one warm-up"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all)"),
+    hint: str = typer.Option("LATENCY", help="OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT"),
+    output: Path = typer.Option(Path("bench.json"), "-o", "--output", help="results JSON; a PNG chart is written beside it"),
+) -> None:
+    """Stage-by-stage speed of IR folders (and PyTorch) on the same shapes: table, JSON and a PNG chart."""
+
+    def work() -> None:
+        from rich.table import Table
+
+        from svdtool.outputs import read_manifest
+        from svdtool.runtime import load_image
+        from svdtool.runtime.benchmark import bar_chart, benchmark
+        from svdtool.runtime.session import cuda_or_error
+
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise SvdtoolError(f"--hint must be LATENCY or THROUGHPUT, not {hint!r}")
+        if repeat < 1:
+            raise SvdtoolError("--repeat must be 1 or more")
+        cuda_or_error(device)
+        defaults = read_manifest(model_dirs[0])["generation_defaults"]
+        settings = _settings(frames, height, width, steps, None, None, None, None, None, None, 42).resolved(defaults)
+        report = benchmark(model_dirs, load_image(image), settings, repeat=repeat, hint=hint, threads=threads,
+                           torch_source=torch_source, torch_device=device)
+        output.write_text(json.dumps(report, indent=2))
+        bar_chart(report, output.with_suffix(".png"))
+        table = Table(title=f"{settings.width}x{settings.height}, {settings.num_frames} frames, {settings.num_inference_steps} steps "
+                            f"(median of {repeat}; UNet {report['unet_gflop_per_step']} GFLOP/step, fp32 matmul peak {report['fp32_matmul_peak_gflops']} GFLOP/s)")
+        for column in ("configuration", "load+compile s", "first video s", "video s", "image enc s", "UNet step s",
+                       "VAE dec s/frame", "UNet GFLOP/s", "peak RSS GB"):
+            table.add_column(column)
+        for r in report["results"]:
+            table.add_row(r["label"], f"{r['load_compile_s']:.1f}", f"{r['first_video_s']:.2f}", f"{r['video_s']['median']:.2f}",
+                          f"{r['image_encoder_s']['median']:.3f}", f"{r['unet_step_s']['median']:.3f}",
+                          f"{r['vae_decode_per_frame_s']['median']:.4f}", str(r.get("unet_gflops", "")), f"{r['peak_rss_gb']:.2f}")
+        console.print(table)
+        console.print(f"[green]wrote[/] {output} and {output.with_suffix('.png')}")
+
+    _run(work)
+
+
 def main() -> None:
     """Console entry point. Library chatter (tracer warnings, deprecation notices) is hidden unless SVDTOOL_DEBUG=1."""
     if not os.environ.get("SVDTOOL_DEBUG"):

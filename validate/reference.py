@@ -59,7 +59,8 @@ def load_frames(folder: Path) -> np.ndarray:
 def environment(device: str) -> dict[str, Any]:
     env = {"host": platform.node(), "platform": platform.platform(), "device": device, **library_versions()}
     if device.startswith("cuda"):
-        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                   tf32=torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     else:
         env["cpu"] = platform.processor() or platform.machine()
     return env
@@ -80,6 +81,9 @@ def make_reference(
     if dtype not in TORCH_DTYPES:
         raise SvdtoolError(f"--dtype must be fp16 or fp32, not {dtype!r}")
     cuda_or_error(device)
+    if dtype == "fp32":  # CUDA runs fp32 convolutions as TF32 by default: an fp32 reference must be fp32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     files = list_images(images)
     resolved = resolve_source(source)
     settings = settings.resolved(generation_defaults(resolved))
