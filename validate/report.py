@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
-.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}.media{display:flex;gap:1.5em;align-items:flex-start}
+.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}.media{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 figure{margin:0}figcaption{text-align:center;font-size:.9em}img.video{width:256px;image-rendering:pixelated}"""
 
 
@@ -65,10 +65,12 @@ def _verdict(ok: bool) -> str:
 def write_html_report(path: Path, report: dict[str, Any], frames: dict[str, tuple], fps: int) -> None:
     """`frames` maps image name → (reference frames, runtime frames, input image)."""
     model, reference = report["model"], report["reference"]
+    source = model.get("source") or {}
+    source_text = f"{source.get('kind', '?')} {source.get('ref', '?')}" + (" (random weights)" if source.get("random_weights") else "")
     parts = [
         f"<h1>svdtool validate — {_verdict(report['pass'])}</h1>",
         f"<p>Model <code>{html.escape(model['path'])}</code> ({html.escape(str(model['mode']))}, source "
-        f"{html.escape(str(model['source']))}) on CPU ({html.escape(report['runtime']['precision'])}) vs PyTorch reference on "
+        f"{html.escape(source_text)}) on CPU ({html.escape(report['runtime']['precision'])}) vs PyTorch reference on "
         f"{html.escape(reference['device'])} ({html.escape(reference['dtype'])}, {html.escape(str(reference['environment'].get('gpu', reference['environment'].get('cpu', ''))))}).</p>",
     ]
     summary = report["summary"]
