@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import multiprocessing
 import pickle
 import shutil
@@ -19,7 +17,7 @@ import openvino as ov
 
 from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
-from svdtool.memory import PeakRSS
+from svdtool.memory import PeakRSS, release_memory
 from svdtool.outputs import atomic_output_dir, read_manifest, verify_files, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_ov_pipeline
 
@@ -146,15 +144,6 @@ def collect_in_subprocess(model_dir: Path, images: list, settings: GenerationSet
             raise SvdtoolError(f"the calibration run failed with exit code {process.exitcode}{hint}")
         with open(path, "rb") as handle:
             return pickle.load(handle)
-
-
-def release_memory() -> None:
-    """Return freed heap to the system (glibc keeps it otherwise), so the next component starts lean."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def quality_check(fp_dir: Path, quantized_dir: Path, images: list, settings: GenerationSettings, defaults: dict) -> dict[str, Any]:

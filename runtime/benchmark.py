@@ -1,7 +1,7 @@
 """`benchmark()`: time IR folders (and optionally diffusers eager) stage by stage on the same shapes.
 
 Per component (image encoder, UNet step, VAE decode per frame) and per video: median and spread over N runs
-after a warm-up; load+compile time and first-video time; peak RSS; the OpenVINO performance hint and thread count.
+after a warm-up; load+compile time and first-video time; the peak RSS each configuration adds; the OpenVINO performance hint and thread count.
 `unet_flops` counts the UNet's multiply-adds from the IR's Convolution/MatMul shapes, and `matmul_peak_gflops`
 measures this CPU's fp32 matmul rate once, so achieved FLOP/s can be read as a fraction of it.
 """
@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from svdtool.errors import SvdtoolError
-from svdtool.memory import PeakRSS
+from svdtool.memory import PeakRSS, release_memory
 
 from .generate import GenerationSettings, generate
 
@@ -60,7 +60,7 @@ def benchmark_folder(folder: str | Path, image: Image.Image, settings: Generatio
         result = _time_runs(pipeline, image, settings, repeat)
     mode = manifest.get("quantization", {}).get("mode", manifest.get("weights"))
     return {"label": f"OV {mode} ({Path(folder).name})", "backend": "openvino", "hint": hint, "threads": threads or "auto",
-            "load_compile_s": round(compile_s, 2), "peak_rss_gb": round(peak.peak_gb, 2), **result}
+            "load_compile_s": round(compile_s, 2), "peak_rss_added_gb": round(peak.added_gb, 2), **result}
 
 
 def benchmark_torch(source: str, image: Image.Image, settings: GenerationSettings, repeat: int, device: str = "cpu",
@@ -75,7 +75,7 @@ def benchmark_torch(source: str, image: Image.Image, settings: GenerationSetting
         load_s = time.perf_counter() - start
         result = _time_runs(pipeline, image, settings, repeat)
     return {"label": f"PyTorch {device} ({source})", "backend": "torch", "threads": torch.get_num_threads(),
-            "load_compile_s": round(load_s, 2), "peak_rss_gb": round(peak.peak_gb, 2), **result}
+            "load_compile_s": round(load_s, 2), "peak_rss_added_gb": round(peak.added_gb, 2), **result}
 
 
 def unet_flops(folder: str | Path, settings: GenerationSettings) -> float:
@@ -121,7 +121,10 @@ def benchmark(folders: list[str | Path], image: Image.Image, settings: Generatio
               hint: str = "LATENCY", threads: int | None = None, torch_source: str | None = None,
               torch_device: str = "cpu") -> dict[str, Any]:
     """Every folder (and the PyTorch source) on the same image and settings; plus the FLOP-rate view of the UNet."""
-    results = [benchmark_folder(folder, image, settings, repeat, hint, threads) for folder in folders]
+    results = []
+    for folder in folders:
+        results.append(benchmark_folder(folder, image, settings, repeat, hint, threads))
+        release_memory()  # each configuration's peak is measured from a lean start
     if torch_source:
         results.append(benchmark_torch(torch_source, image, settings, repeat, torch_device, threads))
     flops = unet_flops(folders[0], settings) if folders else None

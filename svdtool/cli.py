@@ -381,12 +381,12 @@ def bench(
         table = Table(title=f"{settings.width}x{settings.height}, {settings.num_frames} frames, {settings.num_inference_steps} steps "
                             f"(median of {repeat}; UNet {report['unet_gflop_per_step']} GFLOP/step, fp32 matmul peak {report['fp32_matmul_peak_gflops']} GFLOP/s)")
         for column in ("configuration", "load+compile s", "first video s", "video s", "image enc s", "UNet step s",
-                       "VAE dec s/frame", "UNet GFLOP/s", "peak RSS GB"):
+                       "VAE dec s/frame", "UNet GFLOP/s", "peak RSS added GB"):
             table.add_column(column)
         for r in report["results"]:
             table.add_row(r["label"], f"{r['load_compile_s']:.1f}", f"{r['first_video_s']:.2f}", f"{r['video_s']['median']:.2f}",
                           f"{r['image_encoder_s']['median']:.3f}", f"{r['unet_step_s']['median']:.3f}",
-                          f"{r['vae_decode_per_frame_s']['median']:.4f}", str(r.get("unet_gflops", "")), f"{r['peak_rss_gb']:.2f}")
+                          f"{r['vae_decode_per_frame_s']['median']:.4f}", str(r.get("unet_gflops", "")), f"{r['peak_rss_added_gb']:.2f}")
         console.print(table)
         console.print(f"[green]wrote[/] {output} and {output.with_suffix('.png')}")
 

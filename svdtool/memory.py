@@ -1,11 +1,22 @@
-"""Peak resident memory of this process, sampled in a background thread (for export and bench reports)."""
+"""Peak resident memory of this process, sampled in a background thread, and returning freed memory."""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 import time
 
 import psutil
+
+
+def release_memory() -> None:
+    """Return freed heap to the system (glibc keeps it otherwise), so the next big step starts lean."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 class PeakRSS:
@@ -23,7 +34,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakRSS":
-        self.peak_bytes = self._process.memory_info().rss
+        self.start_bytes = self.peak_bytes = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         self._start = time.perf_counter()
@@ -38,3 +49,8 @@ class PeakRSS:
     @property
     def peak_gb(self) -> float:
         return self.peak_bytes / 2**30
+
+    @property
+    def added_gb(self) -> float:
+        """How far the peak rose above the RSS at entry: what the block itself needed."""
+        return (self.peak_bytes - self.start_bytes) / 2**30
