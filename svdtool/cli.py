@@ -32,12 +32,16 @@ MaxGuidance = Annotated[Optional[float], typer.Option("--max-guidance", help="gu
 Seed = Annotated[int, typer.Option("--seed", help="seed of the CPU generator for latents and noise augmentation")]
 
 
-def _settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
-              min_guidance, max_guidance, seed):
+def _settings(frames: int | None, height: int | None, width: int | None, steps: int | None, fps: int | None,
+              motion_bucket_id: int | None, noise_aug_strength: float | None, decode_chunk_size: int | None,
+              min_guidance: float | None, max_guidance: float | None, seed: int) -> Any:
+    """The CLI's generation options as `GenerationSettings` (unset ones are filled from the model's defaults later)."""
     from svdtool.runtime import GenerationSettings
 
-    return GenerationSettings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength,
-                              min_guidance, max_guidance, decode_chunk_size, seed)
+    return GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=steps, fps=fps,
+                              motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
+                              min_guidance_scale=min_guidance, max_guidance_scale=max_guidance,
+                              decode_chunk_size=decode_chunk_size, seed=seed)
 
 
 def _run(work: Callable[[], Any]) -> Any:
