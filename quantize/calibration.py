@@ -11,8 +11,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from svdtool.errors import SvdtoolError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+from svdtool.runtime.media import IMAGE_SUFFIXES
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 import openvino as ov
 
 from svdtool.console import console, progress_task
+from svdtool.convert import OV_XML
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS, release_memory
 from svdtool.outputs import atomic_output_dir, read_manifest, verify_files, write_manifest
@@ -29,7 +30,6 @@ from .record import collect_calibration_data
 # The UNet goes first, while the process holds nothing else: nncf's statistics pass over the full SVD UNet peaks
 # near 22 GB (an f32-compiled copy plus one output per quantizer), which fits 24 GB only in a clean process.
 COMPONENTS = ("unet", "image_encoder", "vae_encoder", "vae_decoder")
-OV_XML = "openvino_model.xml"
 # Calibration runs the FP pipeline; at full SVD size that is slow and nncf's statistics need memory in proportion
 # to the activations, so by default it runs at no more than this (statistics transfer across resolutions).
 CALIB_CAP = {"height": 256, "width": 256, "num_frames": 8, "num_inference_steps": 10}

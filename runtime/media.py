@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from svdtool.errors import SvdtoolError
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -70,7 +71,7 @@ def read_video(path: str | Path) -> np.ndarray:
     """uint8 frames [F, H, W, 3] from an .mp4/.gif/.webm file or a folder of images (sorted by name)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise SvdtoolError(f"{path} holds no image frames")
         return np.stack([np.asarray(load_image(file)) for file in files])

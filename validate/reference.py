@@ -20,12 +20,12 @@ from svdtool.errors import SvdtoolError
 from svdtool.models import generation_defaults, load_pipeline, resolve_source
 from svdtool.outputs import atomic_output_dir, library_versions, sha256_file, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image
+from svdtool.runtime.media import IMAGE_SUFFIXES
+from svdtool.runtime.session import TORCH_DTYPES
 
 from .metrics import video_metrics
 
 REFERENCE_JSON = "reference.json"
-TORCH_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def list_images(folder: str | Path) -> list[Path]:
