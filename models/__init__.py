@@ -1,10 +1,12 @@
-"""Where pipelines come from: random-weight presets, local diffusers folders, and the Hugging Face Hub."""
+"""Where pipelines come from: the shipped `mini` model, random-weight presets, local diffusers folders, the Hub."""
 
-from .presets import PRESETS, GenerationDefaults, Preset
+from .presets import BUILTIN_MODELS, PRESETS, BuiltinModel, GenerationDefaults, Preset
 from .sources import COMPONENTS, Source, generation_defaults, load_component, load_pipeline, resolve_source
 
 __all__ = [
+    "BUILTIN_MODELS",
     "PRESETS",
+    "BuiltinModel",
     "COMPONENTS",
     "GenerationDefaults",
     "Preset",

@@ -1,4 +1,5 @@
-"""Pipelines built from config with seeded random weights: no download, labelled "random weights" everywhere.
+"""Named models: presets built from config with seeded random weights (labelled "random weights" everywhere), and
+the trained `mini` pipeline shipped with the package.
 
 `tiny` is a few MB and generates in seconds on a laptop CPU, yet keeps SVD's interfaces (VAE downscale 8,
 8-channel UNet input, CLIP image embedding, 3 added time ids). `svd` and `svd-xt` are the true Stable Video
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,5 +180,25 @@ PRESETS: dict[str, Preset] = {
         vae=_SVD_VAE,
         image_encoder=_VIT_H_14,
         defaults=GenerationDefaults(num_frames=25, height=576, width=1024, num_inference_steps=25),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A trained pipeline shipped inside the package as a diffusers folder (loads offline)."""
+
+    name: str
+    description: str
+    folder: Path
+    defaults: GenerationDefaults
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "mini": BuiltinModel(
+        name="mini",
+        description="svd-mini: a 22.8M-parameter SVD trained on procedural clips (128x128, 8 frames; models/train_mini.py)",
+        folder=Path(__file__).parent / "mini",
+        defaults=GenerationDefaults(num_frames=8, height=128, width=128, num_inference_steps=25),
     ),
 }

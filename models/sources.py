@@ -18,7 +18,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from svdtool.errors import SvdtoolError
 
-from .presets import PRESETS, GenerationDefaults
+from .presets import BUILTIN_MODELS, PRESETS, GenerationDefaults
 
 COMPONENTS: dict[str, type] = {
     "image_encoder": CLIPVisionModelWithProjection,
@@ -32,7 +32,7 @@ _TORCH_COMPONENTS = ("image_encoder", "unet", "vae")
 
 @dataclass(frozen=True)
 class Source:
-    """Where a pipeline comes from. `kind` is "preset", "folder" or "hub"."""
+    """Where a pipeline comes from. `kind` is "preset" (random weights), "builtin" (shipped, trained), "folder" or "hub"."""
 
     kind: str
     ref: str
@@ -43,10 +43,15 @@ class Source:
     def random_weights(self) -> bool:
         return self.kind == "preset"
 
+    @property
+    def location(self) -> str:
+        """What `from_pretrained` takes: the folder or Hub id."""
+        return str(BUILTIN_MODELS[self.ref].folder) if self.kind == "builtin" else self.ref
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": self.kind, "ref": self.ref, "random_weights": self.random_weights}
-        if self.kind == "preset":
-            info["description"] = PRESETS[self.ref].description
+        if self.kind in ("preset", "builtin"):
+            info["description"] = (PRESETS if self.kind == "preset" else BUILTIN_MODELS)[self.ref].description
         if self.variant:
             info["variant"] = self.variant
         if self.revision:
@@ -62,6 +67,8 @@ def resolve_source(spec: str, variant: str | None = None, revision: str | None =
     """Turn a user string into a Source: a preset name, a local diffusers folder, or an `owner/name` Hub id."""
     if spec in PRESETS:
         return Source("preset", spec)
+    if spec in BUILTIN_MODELS:
+        return Source("builtin", spec)
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():
@@ -74,7 +81,7 @@ def resolve_source(spec: str, variant: str | None = None, revision: str | None =
     if spec.count("/") == 1 and all(spec.split("/")):
         return Source("hub", spec, variant, revision)
     raise SvdtoolError(
-        f"unknown model source {spec!r}: use a preset ({', '.join(PRESETS)}), a local diffusers folder, or a Hub id like owner/name"
+        f"unknown model source {spec!r}: use a named model ({', '.join([*BUILTIN_MODELS, *PRESETS])}), a local diffusers folder, or a Hub id like owner/name"
     )
 
 
@@ -98,7 +105,7 @@ def load_component(source: Source, name: str, torch_dtype: torch.dtype = torch.f
     # so for Hub sources every Exception becomes the one-line error; local folders fail with OSError/ValueError.
     expected = Exception if source.kind == "hub" else (OSError, ValueError)
     try:
-        component = COMPONENTS[name].from_pretrained(source.ref, **kwargs)
+        component = COMPONENTS[name].from_pretrained(source.location, **kwargs)
     except expected as exc:
         where = "the Hugging Face Hub" if source.kind == "hub" else "the local folder"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -117,10 +124,12 @@ def generation_defaults(source: Source) -> GenerationDefaults:
     """Default settings: the preset's own, else SVD's (576x1024, 25 steps) with the UNet's frame count."""
     if source.kind == "preset":
         return PRESETS[source.ref].defaults
+    if source.kind == "builtin":
+        return BUILTIN_MODELS[source.ref].defaults
     unet_config = load_component(source, "unet").config if source.kind == "hub" else _local_unet_config(source)
     num_frames = int(unet_config.get("num_frames", 14))
     return GenerationDefaults(num_frames=num_frames, height=576, width=1024, num_inference_steps=25)
 
 
 def _local_unet_config(source: Source) -> dict[str, Any]:
-    return json.loads((Path(source.ref) / "unet" / "config.json").read_text())
+    return json.loads((Path(source.location) / "unet" / "config.json").read_text())

@@ -13,7 +13,7 @@ import torch
 
 from svdtool.console import console
 from svdtool.errors import SvdtoolError
-from svdtool.models import PRESETS, generation_defaults, load_pipeline, resolve_source
+from svdtool.models import BUILTIN_MODELS, PRESETS, generation_defaults, load_pipeline, resolve_source
 from svdtool.outputs import MANIFEST_NAME, library_versions, sha256_file
 
 from .generate import GenerationResult
@@ -35,12 +35,12 @@ def cache_root() -> Path:
 
 
 def preset_ir(preset: str) -> Path:
-    """The IR of a preset, exported once into the svdtool cache (so `generate` works with no setup)."""
+    """The IR of a named model, exported once into the svdtool cache (so `generate` works with no setup)."""
     from svdtool.convert import export
 
     folder = cache_root() / "ir" / f"{preset}-fp16"
     if not (folder / MANIFEST_NAME).is_file():
-        console.print(f"First use of preset {preset!r} on OpenVINO: exporting it to {folder}")
+        console.print(f"First use of {preset!r} on OpenVINO: exporting it to {folder}")
         export(preset, folder, overwrite=folder.exists())
     return folder
 
@@ -55,7 +55,7 @@ def open_generator(model: str, backend: str, device: str | None, precision: str,
     if backend == "openvino":
         from .loading import load_ov_pipeline
 
-        folder = preset_ir(model) if model in PRESETS else model
+        folder = preset_ir(model) if model in PRESETS or model in BUILTIN_MODELS else model
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision)
         source = manifest.get("source", {})
         label = f"OpenVINO {pipeline._device} ({precision}) — {source.get('kind', '?')} {source.get('ref', '?')}"

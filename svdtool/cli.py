@@ -61,7 +61,7 @@ def _run(work: Callable[[], Any]) -> Any:
 
 @app.command()
 def export(
-    source: str = typer.Argument(..., help="preset (tiny, svd, svd-xt), local diffusers folder, or Hub id"),
+    source: str = typer.Argument(..., help="named model (mini; random-weight tiny, svd, svd-xt), local diffusers folder, or Hub id"),
     output: Path = typer.Option(..., "-o", "--output", help="folder to write the OpenVINO IR pipeline into"),
     weights: str = typer.Option("fp16", help="IR weight precision: fp16 or fp32"),
     static: bool = typer.Option(False, "--static", help="bake --height/--width/--frames into the IR"),
@@ -97,7 +97,7 @@ def export(
 def generate(
     input: Path = typer.Option(..., "--input", "-i", help="input image (JPEG/PNG/WebP)"),
     output: Path = typer.Option(..., "--output", "-o", help="video.mp4, video.gif, or a folder for PNG frames"),
-    model: str = typer.Option("tiny", "--model", "-m", help="exported IR folder or Hub id (openvino); a source (torch)"),
+    model: str = typer.Option("mini", "--model", "-m", help="exported IR folder or Hub id (openvino); a source (torch)"),
     backend: str = typer.Option("openvino", help="openvino (the CPU runtime) or torch (the PyTorch reference)"),
     device: Optional[str] = typer.Option(None, help="openvino: CPU/GPU/AUTO (default CPU); torch: cpu/cuda (default cpu)"),
     precision: str = typer.Option("auto", help="openvino execution precision: auto (plugin's choice), f32, bf16, f16"),

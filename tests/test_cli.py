@@ -37,11 +37,12 @@ def test_export_then_generate_mp4(tmp_path, image_file):
 
 def test_generate_default_model_gif_and_png_folder(tmp_path, image_file):
     gif = tmp_path / "video.gif"
-    assert run("generate", "-i", image_file, "-o", gif).exit_code == 0
-    assert iio.imread(gif, index=None).shape[0] == 6
+    assert run("generate", "-i", image_file, "-o", gif, "--steps", "3").exit_code == 0  # the shipped `mini` model
+    assert iio.imread(gif, index=None).shape == (8, 128, 128, 3)
+    assert json.loads((tmp_path / "video.gif.json").read_text())["runtime"]["source"]["ref"] == "mini"
     folder = tmp_path / "frames"
     assert run("generate", "-i", image_file, "-o", folder, "--steps", "2").exit_code == 0
-    assert len(list(folder.glob("frame_*.png"))) == 6 and (folder / "svdtool.json").is_file()
+    assert len(list(folder.glob("frame_*.png"))) == 8 and (folder / "svdtool.json").is_file()
 
 
 def test_generate_torch_backend(tmp_path, image_file):

@@ -1,0 +1,237 @@
+"""Procedural training clips for svd-mini: textured scenes moved by known camera and object motions.
+
+Every clip is a function of (seed, index), so the data set is reproducible without being stored. Backgrounds are
+photos bundled with scikit-image, multi-octave noise textures, stripes and gradients; the camera pans, zooms and
+rotates over them while 0-3 shaded shapes move on their own. The mean per-pixel displacement (px/frame, known
+exactly from the motion) sets `motion_bucket_id`, as optical-flow magnitude does in SVD.
+
+Written with torch (affine grids + `grid_sample`) rather than OpenCV so a batch renders on the training GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_SIZE = 128
+CANVAS_SIZE = 256
+MAX_FLOW = 4.0  # mean px/frame (at 128 px) that maps to motion_bucket_id 255
+TRAIN_PHOTOS = (
+    "astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+    "ihc.png", "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png", "coins.png", "moon.png",
+    "page.png", "text.png", "color.png",
+)
+HELD_OUT_PHOTOS = ("chelsea.png", "coffee.png")  # never seen in training: evaluation and README inputs
+
+
+@dataclass
+class Clips:
+    """A batch of clips: `frames` (B, F, 3, H, W) in [-1, 1], true mean flow (px/frame) and its motion bucket."""
+
+    frames: torch.Tensor
+    mean_flow: torch.Tensor
+    motion_bucket_id: torch.Tensor
+
+
+def flow_to_bucket(mean_flow: torch.Tensor) -> torch.Tensor:
+    return (mean_flow / MAX_FLOW).clamp(0, 1).mul(255).round().long()
+
+
+def bucket_to_flow(bucket: float) -> float:
+    return bucket / 255 * MAX_FLOW
+
+
+@lru_cache(maxsize=4)
+def photo_bank(names: tuple[str, ...] = TRAIN_PHOTOS, size: int = 320) -> torch.Tensor:
+    """scikit-image's bundled photos as (N, 3, size, size) in [-1, 1] (centre square, grey ones as RGB)."""
+    from skimage import io
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    images = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():  # scikit-image versions ship slightly different sets; use what is there
+            continue
+        image = np.asarray(io.imread(path), dtype=np.float32)
+        image = image / (255.0 if image.max() > 1.5 else 1.0)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        image = torch.from_numpy(image[..., :3].copy()).permute(2, 0, 1)[None]
+        side = min(image.shape[-2:])
+        top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
+        image = image[..., top:top + side, left:left + side]
+        images.append(F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    if not images:
+        raise FileNotFoundError(f"none of {names} found in {folder}")
+    return torch.cat(images).mul(2).sub(1).clamp(-1, 1)
+
+
+class _Draw:
+    """Random draws from a CPU generator (the same numbers on every host), placed on the rendering device."""
+
+    def __init__(self, seed: int, device: torch.device | str) -> None:
+        self.generator, self.device = torch.Generator().manual_seed(seed), torch.device(device)
+
+    def uniform(self, *shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        return (torch.rand(*shape, generator=self.generator) * (high - low) + low).to(self.device)
+
+    def integers(self, high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+
+
+def _palette(draw: _Draw, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return draw.uniform(n, 3, 1, 1, low=-1, high=1), draw.uniform(n, 3, 1, 1, low=-1, high=1)
+
+
+def _noise_texture(draw: _Draw, n: int, size: int) -> torch.Tensor:
+    """Multi-octave value noise coloured by a random two-colour palette."""
+    total = torch.zeros(n, 1, size, size, device=draw.device)
+    for octave, resolution in enumerate((4, 8, 16, 32, 64)):
+        coarse = draw.uniform(n, 1, resolution, resolution)
+        weight = draw.uniform(n, 1, 1, 1) * 0.5 ** octave
+        total += weight * F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    total = (total - total.amin((2, 3), keepdim=True)) / (total.amax((2, 3), keepdim=True) - total.amin((2, 3), keepdim=True) + 1e-6)
+    first, second = _palette(draw, n)
+    return first + (second - first) * total
+
+
+def _pattern_texture(draw: _Draw, n: int, size: int) -> torch.Tensor:
+    """Stripes or a checkerboard at a random angle and period, or a linear gradient."""
+    coords = torch.arange(size, dtype=torch.float32, device=draw.device)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    angle = draw.uniform(n, 1, 1, high=math.pi)
+    period = draw.uniform(n, 1, 1, low=8, high=48)
+    u = (xs * torch.cos(angle) + ys * torch.sin(angle)) / period
+    v = (-xs * torch.sin(angle) + ys * torch.cos(angle)) / period
+    kind = draw.integers(3, n, 1, 1)
+    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * u)
+    checker = ((torch.floor(u) + torch.floor(v)) % 2)
+    gradient = (u - u.amin((1, 2), keepdim=True)) / (u.amax((1, 2), keepdim=True) - u.amin((1, 2), keepdim=True))
+    t = torch.where(kind == 0, stripes, torch.where(kind == 1, checker, gradient))[:, None]
+    first, second = _palette(draw, n)
+    return first + (second - first) * t
+
+
+def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None) -> torch.Tensor:
+    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): half photos (random crop, flip, channel order), half procedural."""
+    size = CANVAS_SIZE
+    kind = draw.integers(4, n)
+    canvas = torch.where((kind == 0)[:, None, None, None], _pattern_texture(draw, n, size), _noise_texture(draw, n, size))
+    if photos is not None:
+        photos = photos.to(draw.device)
+        index = torch.randint(0, photos.shape[0], (n,), generator=draw.generator)
+        span = photos.shape[-1] - size
+        crops = []
+        for i in range(n):
+            top, left = (int(x) for x in torch.randint(0, span + 1, (2,), generator=draw.generator))
+            crop = photos[int(index[i]), :, top:top + size, left:left + size]
+            if torch.rand(1, generator=draw.generator) < 0.5:
+                crop = crop.flip(-1)
+            crops.append(crop[torch.randperm(3, generator=draw.generator).to(draw.device)])
+        canvas = torch.where((kind >= 2)[:, None, None, None], torch.stack(crops), canvas)
+    return canvas
+
+
+def _camera_motion(draw: _Draw, n: int) -> torch.Tensor:
+    """Per clip (direction, pan px/frame, zoom log-scale/frame, spin rad/frame), of random mix and unit strength."""
+    direction = draw.uniform(n, high=2 * math.pi)
+    mix = -torch.log(draw.uniform(n, 3).clamp_min(1e-6))  # Dirichlet(1, 1, 1)
+    mix = mix / mix.sum(1, keepdim=True)
+    zoom_sign, spin_sign = torch.sign(draw.uniform(2, n) - 0.5)
+    return torch.stack([direction, mix[:, 0] * 2.0, mix[:, 1] * 0.02 * zoom_sign, mix[:, 2] * 0.025 * spin_sign], 1)
+
+
+def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2)."""
+    coords = torch.arange(CLIP_SIZE, dtype=torch.float32, device=motion.device) - (CLIP_SIZE - 1) / 2
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    t = torch.arange(frames, dtype=torch.float32, device=motion.device)[None, :, None, None]
+    direction, pan, zoom, spin = (motion[:, i, None, None, None] for i in range(4))
+    k = strength[:, None, None, None]
+    scale = torch.exp(-zoom * k * t)
+    angle = spin * k * t
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x = scale * (cos * xs - sin * ys) + pan * k * torch.cos(direction) * t
+    y = scale * (sin * xs + cos * ys) + pan * k * torch.sin(direction) * t
+    return torch.stack([x, y], dim=-1) + (CANVAS_SIZE - 1) / 2
+
+
+def _mean_step(grids: torch.Tensor) -> torch.Tensor:
+    return (grids[:, 1:] - grids[:, :-1]).norm(dim=-1).mean(dim=(1, 2, 3))
+
+
+def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu") -> Clips:
+    """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames)."""
+    draw = _Draw(seed, device)
+    size = CLIP_SIZE
+    canvas = _backgrounds(draw, n, photos)
+    # Aim each clip at a mean flow drawn uniformly (6 % static): camera flow is close to linear in its strength.
+    target = draw.uniform(n, high=MAX_FLOW) * (draw.uniform(n) > 0.06).float()
+    camera_on = (draw.uniform(n) > 0.1).float()  # 10 % object-only motion
+    motion = _camera_motion(draw, n)
+    unit_flow = _mean_step(_camera_grids(motion, torch.ones_like(target), 2))
+    grids = _camera_grids(motion, (target / unit_flow.clamp_min(1e-3)).clamp(max=20.0) * camera_on, frames)
+    normalised = grids / (CANVAS_SIZE - 1) * 2 - 1
+    video = F.grid_sample(
+        canvas.repeat_interleave(frames, 0), normalised.reshape(n * frames, size, size, 2),
+        mode="bilinear", padding_mode="reflection", align_corners=True,
+    ).reshape(n, frames, 3, size, size)
+    camera_flow = (grids[:, 1:] - grids[:, :-1]).norm(dim=-1)  # (n, frames-1, H, W)
+    flow = camera_flow.clone()
+
+    coords = torch.arange(size, dtype=torch.float32, device=draw.device)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    objects = draw.integers(4, n)
+    for slot in range(3):
+        present = (objects > slot).float()
+        radius = draw.uniform(n, low=8, high=28)
+        sides = draw.integers(6, n)  # 0-2: circle, else a regular polygon of 3-5 sides
+        start = draw.uniform(n, 2, low=20, high=size - 20)
+        heading = draw.uniform(n, high=2 * math.pi)
+        speed = target * draw.uniform(n, low=0.6, high=1.6)  # px/frame
+        velocity = torch.stack([torch.cos(heading), torch.sin(heading)], 1) * speed[:, None]
+        colour_a, colour_b = _palette(draw, n)
+        orientation = draw.uniform(n, high=2 * math.pi)
+        for frame in range(frames):
+            centre = start + velocity * frame
+            dx = xs[None] - centre[:, 0, None, None]
+            dy = ys[None] - centre[:, 1, None, None]
+            distance = torch.sqrt(dx ** 2 + dy ** 2)
+            polygon_sides = (sides.clamp_min(3)).float()[:, None, None]
+            theta = torch.atan2(dy, dx) - orientation[:, None, None]
+            sector = 2 * math.pi / polygon_sides
+            polygon_radius = radius[:, None, None] * torch.cos(sector / 2) / torch.cos((theta % sector) - sector / 2)
+            edge = torch.where((sides < 3)[:, None, None], radius[:, None, None], polygon_radius)
+            mask = ((edge - distance).clamp(-0.5, 0.5) + 0.5) * present[:, None, None]
+            shade = (distance / radius[:, None, None]).clamp(0, 1)[:, None]
+            fill = colour_a + (colour_b - colour_a) * shade
+            video[:, frame] = video[:, frame] * (1 - mask[:, None]) + fill * mask[:, None]
+            if frame < frames - 1:
+                flow[:, frame] = flow[:, frame] * (1 - mask) + speed[:, None, None] * mask
+    mean_flow = flow.mean(dim=(1, 2, 3)).cpu()
+    return Clips(video.clamp(-1, 1), mean_flow, flow_to_bucket(mean_flow))
+
+
+def save_samples(folder: Path, seed: int = 0, count: int = 16, frames: int = 8) -> Path:
+    """Write `count` clips as GIFs plus a JSON of their flow and bucket, to look at the data."""
+    import json
+
+    import imageio.v3 as iio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = render_clips(seed, count, frames, photo_bank())
+    labels = []
+    for i in range(count):
+        frames_u8 = ((clips.frames[i].cpu().permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        name = f"clip{i:02d}_bucket{int(clips.motion_bucket_id[i]):03d}.gif"
+        iio.imwrite(folder / name, frames_u8, duration=1000 / 7, loop=0)
+        labels.append({"file": name, "mean_flow_px_per_frame": float(clips.mean_flow[i]), "motion_bucket_id": int(clips.motion_bucket_id[i])})
+    (folder / "labels.json").write_text(json.dumps(labels, indent=2))
+    return folder

@@ -1,0 +1,290 @@
+"""Train svd-mini: a small Stable Video Diffusion (same diffusers classes) on procedural clips, on one GPU.
+
+    python -m svdtool.models.train_mini --out mini/ --state .train/ --vae-minutes 3 --unet-minutes 5
+
+Stage 1 trains the VAE (encoder + temporal decoder) on clips; stage 2 freezes it and trains the UNet and the CLIP
+image encoder with SVD's objective: EDM sigmas, v-prediction preconditioning (the scheduler's `v_prediction` with
+continuous timesteps 0.25·log σ), the conditioning frame's VAE latent (noise-augmented, unscaled) concatenated to
+the noisy latents, the CLIP image embedding, and added time ids (fps-1, motion_bucket_id, noise_aug_strength);
+both conditions are dropped together for classifier-free guidance, as the pipeline's negative branch zeros both.
+Each call resumes from `--state` (full precision + optimiser) when that folder survived, else from `--init`
+(a saved fp16 pipeline) with a fresh optimiser, and writes the fp16 pipeline plus the loss log to `--out`.
+
+Written by hand: diffusers ships no SVD training loop; its pieces (EMAModel, the pipeline's resize) are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import typer
+from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+from diffusers.training_utils import EMAModel
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from .presets import CLIP_MEAN, CLIP_STD, PRESETS
+from .scenes import photo_bank, render_clips
+
+FRAMES = 8
+FPS = 7
+P_MEAN, P_STD = 0.4, 1.4  # log-normal training sigmas (EDM); the latents are 16x16, so weight lower noise
+CONDITION_DROP = 0.1
+MINI_UNET = {
+    "sample_size": 16,
+    "block_out_channels": (64, 128, 128),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+    "up_block_types": ("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+    "cross_attention_dim": 128,
+    "num_attention_heads": (2, 4, 4),
+    "addition_time_embed_dim": 64,
+    "projection_class_embeddings_input_dim": 192,
+    "num_frames": FRAMES,
+}
+MINI_VAE = {
+    "block_out_channels": (32, 64, 128, 128),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 128,
+}
+MINI_IMAGE_ENCODER = {
+    "hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4, "num_hidden_layers": 4,
+    "patch_size": 32, "image_size": 224, "projection_dim": 128,
+}
+
+app = typer.Typer(add_completion=False)
+
+
+def clip_batches(batch: int, seed: int, device: str):
+    """Endless batches of procedural clips rendered on the training device; batch k is render_clips(seed + k)."""
+    photos = photo_bank().to(device)
+    index = 0
+    while True:
+        clips = render_clips(seed + index, batch, FRAMES, photos, device)
+        yield clips.frames, clips.motion_bucket_id.to(device)
+        index += 1
+
+
+def build_models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    return {
+        "unet": UNetSpatioTemporalConditionModel(**MINI_UNET),
+        "vae": AutoencoderKLTemporalDecoder(**MINI_VAE),
+        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**MINI_IMAGE_ENCODER)),
+    }
+
+
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """What the pipeline's `_encode_image` feeds CLIP: antialiased resize to 224 in [-1, 1], then CLIP-normalised."""
+    pixels = (_resize_with_antialiasing(images, (224, 224)) + 1) / 2
+    mean = torch.tensor(CLIP_MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=images.device)[:, None, None]
+    return (pixels - mean) / std
+
+
+def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor) -> torch.Tensor:
+    """L1 + L1 of image gradients (sharpness) + a small KL, decoding each clip with the temporal decoder."""
+    batch, num_frames = frames.shape[:2]
+    images = frames.flatten(0, 1)
+    posterior = vae.encode(images).latent_dist
+    decoded = vae.decode(posterior.sample(), num_frames=num_frames).sample.float()
+    loss = F.l1_loss(decoded, images)
+    for dim in (-1, -2):
+        loss = loss + 0.5 * F.l1_loss(decoded.diff(dim=dim), images.diff(dim=dim))
+    return loss + 1e-6 * posterior.kl().mean()
+
+
+def unet_loss(models: dict, frames: torch.Tensor, buckets: torch.Tensor, scaling_factor: float) -> torch.Tensor:
+    """SVD's denoising loss, EDM-weighted, on one batch of clips."""
+    unet, vae, image_encoder = models["unet"], models["vae"], models["image_encoder"]
+    batch, num_frames = frames.shape[:2]
+    device = frames.device
+    with torch.no_grad():
+        latents = vae.encode(frames.flatten(0, 1)).latent_dist.sample().float() * scaling_factor
+        latents = latents.unflatten(0, (batch, num_frames))
+        noise_aug = torch.exp(torch.randn(batch, device=device) * 0.5 - 3.0)
+        condition = frames[:, 0] + noise_aug[:, None, None, None] * torch.randn_like(frames[:, 0])
+        condition_latents = vae.encode(condition).latent_dist.mode().float()
+    embeddings = image_encoder(clip_pixels(frames[:, 0])).image_embeds[:, None]
+    keep = (torch.rand(batch, device=device) >= CONDITION_DROP).float()
+    embeddings = embeddings * keep[:, None, None]
+    condition_latents = condition_latents * keep[:, None, None, None]
+
+    sigma = torch.exp(torch.randn(batch, device=device) * P_STD + P_MEAN)
+    s = sigma[:, None, None, None, None]
+    noisy = latents + s * torch.randn_like(latents)
+    c_in, c_skip, c_out = 1 / (s ** 2 + 1).sqrt(), 1 / (s ** 2 + 1), -s / (s ** 2 + 1).sqrt()
+    model_input = torch.cat([noisy * c_in, condition_latents[:, None].expand(-1, num_frames, -1, -1, -1)], dim=2)
+    added_time_ids = torch.stack([torch.full_like(sigma, FPS - 1), buckets.float(), noise_aug], dim=1)
+    prediction = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=embeddings, added_time_ids=added_time_ids).sample
+    denoised = c_skip * noisy + c_out * prediction.float()
+    weight = (s ** 2 + 1) / s ** 2
+    return (weight * (denoised - latents) ** 2).mean()
+
+
+def save_pipeline(models: dict, ema: EMAModel | None, scaling_factor: float, folder: Path) -> None:
+    """The diffusers folder in fp16 (EMA UNet weights), loadable by StableVideoDiffusionPipeline.from_pretrained."""
+    unet = UNetSpatioTemporalConditionModel(**MINI_UNET)
+    unet.load_state_dict(models["unet"].state_dict())
+    if ema is not None:
+        ema.copy_to(unet.parameters())
+    vae = AutoencoderKLTemporalDecoder(**{**MINI_VAE, "scaling_factor": scaling_factor})
+    vae.load_state_dict(models["vae"].state_dict())
+    tiny = PRESETS["tiny"]
+    pipeline = StableVideoDiffusionPipeline(
+        vae=vae.half(), image_encoder=_copy_encoder(models["image_encoder"]).half(), unet=unet.half(),
+        scheduler=tiny.build_component("scheduler"), feature_extractor=tiny.build_component("feature_extractor"),
+    )
+    pipeline.save_pretrained(folder, safe_serialization=True)
+
+
+def _copy_encoder(encoder: CLIPVisionModelWithProjection) -> CLIPVisionModelWithProjection:
+    copy = CLIPVisionModelWithProjection(CLIPVisionConfig(**MINI_IMAGE_ENCODER))
+    copy.load_state_dict(encoder.state_dict())
+    return copy
+
+
+def load_init(models: dict, folder: Path) -> float:
+    """Start from a saved fp16 pipeline; returns its VAE scaling factor."""
+    pipeline = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    for name in models:
+        models[name].load_state_dict(getattr(pipeline, name).state_dict())
+    return float(pipeline.vae.config.scaling_factor)
+
+
+@app.command()
+def main(
+    out: Path = typer.Option(..., help="folder for the fp16 pipeline and loss.json"),
+    state: Path = typer.Option(Path(".train"), help="full-precision state to resume from and save to"),
+    init: Path | None = typer.Option(None, help="saved pipeline to start from when --state holds nothing"),
+    vae_minutes: float = typer.Option(0.0),
+    unet_minutes: float = typer.Option(0.0),
+    vae_batch: int = typer.Option(8, help="clips per VAE step (x8 frames)"),
+    unet_batch: int = typer.Option(32, help="clips per UNet step (x8 frames)"),
+    lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
+    vae_lr: float = typer.Option(4e-4),
+    decoder_only: bool = typer.Option(False, help="train only the VAE decoder: the latent space (and the UNet) stay valid"),
+) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = build_models()
+    log: list[dict] = []
+    steps = {"vae": 0, "unet": 0}
+    scaling_factor = None
+    checkpoint = state / "state.pt"
+    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
+    if saved:
+        for name in models:
+            models[name].load_state_dict(saved["models"][name])
+        log, steps, scaling_factor = saved["log"], saved["steps"], saved["scaling_factor"]
+    elif init:
+        scaling_factor = load_init(models, init)
+        log = json.loads((init / "loss.json").read_text()) if (init / "loss.json").is_file() else []
+        steps = {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
+    for model in models.values():
+        model.to(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    print(f"device {device}; resumed steps {steps}; parameters (M):",
+          {name: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for name, m in models.items()}, flush=True)
+
+    if vae_minutes > 0:
+        vae = models["vae"].train()
+        trained = vae.decoder if decoder_only else vae
+        vae.requires_grad_(False)
+        trained.requires_grad_(True)
+        optimizer = torch.optim.AdamW(trained.parameters(), lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if saved and "vae_optimizer" in saved and not decoder_only:
+            optimizer.load_state_dict(saved["vae_optimizer"])
+        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device)
+        _train(lambda b: vae_loss(vae, b[0]), trained.parameters(), optimizer, None,
+               batches, vae_minutes, "vae", steps, log, autocast)
+        vae.eval()
+        saved_vae_optimizer = optimizer.state_dict()
+        if not decoder_only:
+            scaling_factor = None  # new latents: measure again
+    else:
+        saved_vae_optimizer = saved.get("vae_optimizer") if saved else None
+    for model in models.values():
+        model.requires_grad_(False)
+
+    if scaling_factor is None:
+        with torch.no_grad(), autocast:
+            frames = render_clips(424242, 16, FRAMES, photo_bank(), device).frames
+            latents = models["vae"].encode(frames.flatten(0, 1)).latent_dist.sample().float()
+        scaling_factor = float(1 / latents.std())
+        print(f"VAE latent std {latents.std():.4f} -> scaling_factor {scaling_factor:.5f}", flush=True)
+
+    ema = None
+    unet_optimizer_state = saved.get("unet_optimizer") if saved else None
+    if unet_minutes > 0:
+        unet, encoder = models["unet"].train().requires_grad_(True), models["image_encoder"].train().requires_grad_(True)
+        parameters = list(unet.parameters()) + list(encoder.parameters())
+        optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+        ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
+        if saved and "unet_optimizer" in saved:
+            optimizer.load_state_dict(saved["unet_optimizer"])
+            ema.load_state_dict(saved["ema"])
+        elif saved is None and init is not None:
+            ema.optimization_step = steps["unet"]  # a resumed run's EMA restarts from the saved (EMA) weights
+        batches = clip_batches(unet_batch, steps["unet"] * 7919, device)
+        _train(lambda b: unet_loss(models, b[0], b[1], scaling_factor),
+               parameters, optimizer, ema, batches, unet_minutes, "unet", steps, log, autocast, list(unet.parameters()))
+        unet.eval()
+        encoder.eval()
+        unet_optimizer_state = optimizer.state_dict()
+    elif saved and "ema" in saved:
+        ema = EMAModel(models["unet"].parameters(), decay=0.999)
+        ema.load_state_dict(saved["ema"])
+
+    state.mkdir(parents=True, exist_ok=True)
+    payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps, "scaling_factor": scaling_factor}
+    for key, value in (("vae_optimizer", saved_vae_optimizer), ("unet_optimizer", unet_optimizer_state)):
+        if value is not None:
+            payload[key] = value
+    if ema is not None:
+        payload["ema"] = ema.state_dict()
+    torch.save(payload, checkpoint)
+    save_pipeline({n: m.cpu().float() for n, m in models.items()}, ema, scaling_factor, out)
+    (out / "loss.json").write_text(json.dumps(log))
+    print(f"saved {out} after steps {steps}", flush=True)
+
+
+def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase: str, steps: dict, log: list, autocast,
+           ema_parameters=None) -> None:
+    """Optimise until the time budget is spent; log the mean loss every 25 steps."""
+    parameters = list(parameters)
+    start, window = time.time(), []
+    warmup = 200
+    first = steps[phase]
+    while time.time() - start < minutes * 60:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * min(1.0, (steps[phase] - first + 1) / warmup)
+        with autocast:
+            loss = step_loss(next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.step(ema_parameters)
+        steps[phase] += 1
+        window.append(float(loss.detach()))
+        if steps[phase] % 25 == 0:
+            row = {"phase": phase, "step": steps[phase], "loss": sum(window) / len(window), "seconds": round(time.time() - start, 1)}
+            log.append(row)
+            window = []
+            if steps[phase] % 250 == 0:
+                print(json.dumps(row), flush=True)
+    if not math.isfinite(float(loss.detach())):
+        raise RuntimeError(f"{phase} loss diverged")
+
+
+if __name__ == "__main__":
+    app()
