@@ -96,7 +96,9 @@ def plot_motion(motion: np.ndarray, names: list[str], truth: list[dict]) -> None
     for row, name in zip(motion, names):
         axis.plot(BUCKETS, row, marker="o", alpha=0.6, label=name)
     axis.plot(BUCKETS, motion.mean(0), color="black", linewidth=2.5, label="mean (generated)")
-    axis.plot(BUCKETS, [bucket_to_flow(b) for b in BUCKETS], "k--", label="training label (true mean flow)")
+    centres = [np.mean([int(x) for x in row["buckets"].split("-")]) for row in truth]
+    axis.plot(centres, [row["farneback_motion"] for row in truth], "s:", color="grey", label="true held-out clips, same measure")
+    axis.plot(BUCKETS, [bucket_to_flow(b) for b in BUCKETS], "k--", label="bucket label (true mean flow)")
     axis.set_xlabel("motion_bucket_id")
     axis.set_ylabel("optical-flow magnitude (px/frame, 128 px)")
     axis.set_title("svd-mini: generated motion vs motion_bucket_id (held-out inputs)")

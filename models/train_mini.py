@@ -151,6 +151,21 @@ def _copy_encoder(encoder: CLIPVisionModelWithProjection) -> CLIPVisionModelWith
     return copy
 
 
+def write_training_record(folder: Path, steps: dict, scaling_factor: float, device: str) -> None:
+    """`training.json`: how the folder was made (objective, data, steps, versions) and a checksum of every file."""
+    from svdtool.outputs import file_inventory, library_versions
+
+    record = {
+        "model": "svd-mini", "trained_on": device, "steps": steps, "frames": FRAMES, "fps": FPS,
+        "objective": {"sigma": f"lognormal(P_mean={P_MEAN}, P_std={P_STD})", "prediction": "v (EDM preconditioning)",
+                      "condition_drop": CONDITION_DROP, "noise_aug_strength": "lognormal(-3.0, 0.5)"},
+        "vae_scaling_factor": scaling_factor, "data": "svdtool.models.scenes.render_clips (procedural, seeded)",
+        "loss_log": "loss.json", "versions": library_versions(),
+    }
+    record["files"] = file_inventory(folder)
+    (folder / "training.json").write_text(json.dumps(record, indent=2))
+
+
 def load_init(models: dict, folder: Path) -> float:
     """Start from a saved fp16 pipeline; returns its VAE scaling factor."""
     pipeline = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
@@ -252,6 +267,7 @@ def main(
     torch.save(payload, checkpoint)
     save_pipeline({n: m.cpu().float() for n, m in models.items()}, ema, scaling_factor, out)
     (out / "loss.json").write_text(json.dumps(log))
+    write_training_record(out, steps, scaling_factor, torch.cuda.get_device_name() if device == "cuda" else "cpu")
     print(f"saved {out} after steps {steps}", flush=True)
 
 
