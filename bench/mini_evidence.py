@@ -27,17 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine, save  # noqa: E402
 
 from svdtool.models import BUILTIN_MODELS, load_pipeline  # noqa: E402
-from svdtool.models.scenes import bucket_to_flow, render_clips  # noqa: E402
+from svdtool.models.scenes import bucket_to_flow, render_clips, to_uint8  # noqa: E402
 from svdtool.runtime import GenerationSettings, generate  # noqa: E402
 from svdtool.validate.metrics import grayscale, video_metrics, warp_error_and_motion  # noqa: E402
 
 BUCKETS = (1, 64, 127, 191, 255)
 EXAMPLES = Path(__file__).parents[1] / "examples"
 HELD_OUT_SEED = 10**9  # training used seeds < 10**7
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    return ((frames.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
 
 
 def inputs() -> dict[str, Image.Image]:

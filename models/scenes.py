@@ -39,6 +39,11 @@ class Clips:
     motion_bucket_id: torch.Tensor
 
 
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(F, 3, H, W) in [-1, 1] -> (F, H, W, 3) uint8, the layout the metrics and video writers take."""
+    return ((frames.detach().cpu().permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+
+
 def flow_to_bucket(mean_flow: torch.Tensor) -> torch.Tensor:
     return (mean_flow / MAX_FLOW).clamp(0, 1).mul(255).round().long()
 
@@ -229,9 +234,8 @@ def save_samples(folder: Path, seed: int = 0, count: int = 16, frames: int = 8) 
     clips = render_clips(seed, count, frames, photo_bank())
     labels = []
     for i in range(count):
-        frames_u8 = ((clips.frames[i].cpu().permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
         name = f"clip{i:02d}_bucket{int(clips.motion_bucket_id[i]):03d}.gif"
-        iio.imwrite(folder / name, frames_u8, duration=1000 / 7, loop=0)
+        iio.imwrite(folder / name, to_uint8(clips.frames[i]), duration=1000 / 7, loop=0)
         labels.append({"file": name, "mean_flow_px_per_frame": float(clips.mean_flow[i]), "motion_bucket_id": int(clips.motion_bucket_id[i])})
     (folder / "labels.json").write_text(json.dumps(labels, indent=2))
     return folder

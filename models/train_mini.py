@@ -15,6 +15,7 @@ Written by hand: diffusers ships no SVD training loop; its pieces (EMAModel, the
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -131,24 +132,16 @@ def unet_loss(models: dict, frames: torch.Tensor, buckets: torch.Tensor, scaling
 
 def save_pipeline(models: dict, ema: EMAModel | None, scaling_factor: float, folder: Path) -> None:
     """The diffusers folder in fp16 (EMA UNet weights), loadable by StableVideoDiffusionPipeline.from_pretrained."""
-    unet = UNetSpatioTemporalConditionModel(**MINI_UNET)
-    unet.load_state_dict(models["unet"].state_dict())
+    unet, vae, image_encoder = (copy.deepcopy(models[name]).half() for name in ("unet", "vae", "image_encoder"))
     if ema is not None:
         ema.copy_to(unet.parameters())
-    vae = AutoencoderKLTemporalDecoder(**{**MINI_VAE, "scaling_factor": scaling_factor})
-    vae.load_state_dict(models["vae"].state_dict())
+    vae.register_to_config(scaling_factor=scaling_factor)
     tiny = PRESETS["tiny"]
     pipeline = StableVideoDiffusionPipeline(
-        vae=vae.half(), image_encoder=_copy_encoder(models["image_encoder"]).half(), unet=unet.half(),
+        vae=vae, image_encoder=image_encoder, unet=unet,
         scheduler=tiny.build_component("scheduler"), feature_extractor=tiny.build_component("feature_extractor"),
     )
     pipeline.save_pretrained(folder, safe_serialization=True)
-
-
-def _copy_encoder(encoder: CLIPVisionModelWithProjection) -> CLIPVisionModelWithProjection:
-    copy = CLIPVisionModelWithProjection(CLIPVisionConfig(**MINI_IMAGE_ENCODER))
-    copy.load_state_dict(encoder.state_dict())
-    return copy
 
 
 def write_training_record(folder: Path, steps: dict, scaling_factor: float, device: str) -> None:
@@ -178,7 +171,7 @@ def load_init(models: dict, folder: Path) -> float:
 def main(
     out: Path = typer.Option(..., help="folder for the fp16 pipeline and loss.json"),
     state: Path = typer.Option(Path(".train"), help="full-precision state to resume from and save to"),
-    init: Path | None = typer.Option(None, help="saved pipeline to start from when --state holds nothing"),
+    init: Path | None = typer.Option(None, exists=True, file_okay=False, help="saved pipeline to start from when --state holds nothing"),
     vae_minutes: float = typer.Option(0.0),
     unet_minutes: float = typer.Option(0.0),
     vae_batch: int = typer.Option(8, help="clips per VAE step (x8 frames)"),
@@ -265,7 +258,7 @@ def main(
     if ema is not None:
         payload["ema"] = ema.state_dict()
     torch.save(payload, checkpoint)
-    save_pipeline({n: m.cpu().float() for n, m in models.items()}, ema, scaling_factor, out)
+    save_pipeline({n: m.cpu() for n, m in models.items()}, ema, scaling_factor, out)
     (out / "loss.json").write_text(json.dumps(log))
     write_training_record(out, steps, scaling_factor, torch.cuda.get_device_name() if device == "cuda" else "cpu")
     print(f"saved {out} after steps {steps}", flush=True)

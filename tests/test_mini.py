@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
-from svdtool.models.scenes import MAX_FLOW, render_clips
+from svdtool.models.scenes import MAX_FLOW, render_clips, to_uint8
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import grayscale, video_metrics, warp_error_and_motion
@@ -56,7 +56,7 @@ def test_scenes_are_reproducible_and_labelled_by_motion():
     assert int(first.motion_bucket_id.min()) >= 0 and int(first.motion_bucket_id.max()) <= 255
     expected = (first.mean_flow / MAX_FLOW).clamp(0, 1) * 255
     assert torch.allclose(first.motion_bucket_id.float(), expected.round())
-    measured = [warp_error_and_motion(grayscale(((clip.permute(0, 2, 3, 1) + 1) * 127.5).byte().numpy()))[1] for clip in first.frames]
+    measured = [warp_error_and_motion(grayscale(to_uint8(clip)))[1] for clip in first.frames]
     assert spearmanr(measured, first.motion_bucket_id.numpy()).statistic > 0.5  # Farneback underestimates flat textures
 
 
