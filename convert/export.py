@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from diffusers import StableVideoDiffusionPipeline
 from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS
-from svdtool.models import Source, generation_defaults, load_component, resolve_source
+from svdtool.models import Source, component_config, generation_defaults, load_component, resolve_source
 from svdtool.outputs import atomic_output_dir, write_manifest
 
+from svdtool.runtime.deepcache import check_branch
+
+from .deepcache import CACHED_FEATURE, DeepCacheFullWrapper, DeepCacheShallowWrapper, feature_channels
 from .wrappers import (
     ExportShape,
     ImageEncoderWrapper,
@@ -37,14 +41,17 @@ OUTPUT_NAMES = {
     "vae_decoder": "sample",
     "unet": "out_sample",
 }
+FLOAT_IR_CPU_REQUIREMENT = {"target_cpu": "any", "runs_accurately_on": "every x86 CPU OpenVINO supports",
+                            "why": "float weights and activations"}
 _WRAPPERS = {
     "image_encoder": ImageEncoderWrapper,
     "vae_encoder": VaeEncoderWrapper,
     "vae_decoder": VaeDecoderWrapper,
     "unet": UnetWrapper,
 }
-# Tracing shape for dynamic IRs: small, so tracing needs little memory; every dimension is dynamic afterwards.
-TRACE_SHAPE = ExportShape(height=64, width=64, num_frames=2)
+# Tracing shape for dynamic IRs: small (64 px or the model's size multiple, 2 frames), so tracing needs little memory;
+# every dimension is dynamic afterwards.
+TRACE_SIZE, TRACE_FRAMES = 64, 2
 
 
 def export(
@@ -55,21 +62,33 @@ def export(
     shape: ExportShape | None = None,
     via: str = "openvino",
     overwrite: bool = False,
+    cache_branches: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Export image encoder, VAE encoder, VAE temporal decoder and UNet of `source` to `out_dir`.
 
     `weights` is "fp16" (compressed on save) or "fp32"; `shape` with `static=True` bakes one shape in; `via`
-    "onnx" goes torch → ONNX → OpenVINO and keeps the ONNX files under `onnx/`. Returns the manifest.
+    "onnx" goes torch → ONNX → OpenVINO and keeps the ONNX files under `onnx/`. Each of `cache_branches` adds
+    DeepCache's pair of UNet IRs for that branch under `deepcache/branch_K/` (see deepcache.py). Returns the manifest.
     """
     if weights not in ("fp16", "fp32"):
         raise SvdtoolError(f"--weights must be fp16 or fp32, not {weights!r}")
     if via not in ("openvino", "onnx"):
         raise SvdtoolError(f"--via must be openvino or onnx, not {via!r}")
     source = resolve_source(source) if isinstance(source, str) else source
+    cache_branches = tuple(sorted(set(cache_branches)))
+    if cache_branches:
+        if via != "openvino" or (shape is not None and shape.static):
+            raise SvdtoolError("--cache-branch works with dynamic IRs exported via openvino")
+        for branch in cache_branches:
+            check_branch(component_config(source, "unet"), branch)
     defaults = generation_defaults(source)
-    if shape is not None:
-        check_shape(shape.height, shape.width, shape.num_frames)
-    trace_shape = shape if shape is not None and shape.static else TRACE_SHAPE
+    vae_scale = 2 ** (len(component_config(source, "vae")["block_out_channels"]) - 1)
+    if shape is not None and shape.static:
+        check_shape(shape.height, shape.width, shape.num_frames, defaults.size_multiple)
+        trace_shape = replace(shape, vae_scale=vae_scale)
+    else:
+        size = max(TRACE_SIZE, defaults.size_multiple)
+        trace_shape = ExportShape(size, size, TRACE_FRAMES, vae_scale=vae_scale)
     components: dict[str, Any] = {}
     console.print(f"Exporting {source.label()} → {out_dir} ({weights} weights, via {via})")
     with atomic_output_dir(Path(out_dir), overwrite) as tmp, progress_task("export", len(EXPORTED)) as advance:
@@ -82,6 +101,8 @@ def export(
                 module = torch_parts[module_name]
                 config = _component_config(module_name, module)
                 ov_model = _convert(name, module, trace_shape, config, via, tmp)
+                if name == "unet":
+                    deepcache = _export_deepcache(module, cache_branches, trace_shape, config, tmp, weights)
                 if name in ("image_encoder", "vae_decoder", "unet"):
                     torch_parts.pop(module_name)  # release torch weights as soon as they are converted
                     del module
@@ -105,19 +126,21 @@ def export(
                 "source": source.describe(),
                 "weights": weights,
                 "via": via,
-                "shape": {"static": bool(shape and shape.static), **(vars(shape) if shape and shape.static else {})},
+                "shape": {"static": bool(shape and shape.static), **(vars(trace_shape) if shape and shape.static else {})},
                 "generation_defaults": defaults.as_dict(),
+                "cpu_requirement": FLOAT_IR_CPU_REQUIREMENT,
                 "components": components,
+                **({"deepcache": deepcache} if cache_branches else {}),
             },
         )
     return manifest
 
 
-def check_shape(height: int, width: int, num_frames: int) -> None:
-    """SVD needs sizes that are multiples of 8 (the VAE) and of 64 for the UNet's three downsamplings at 1/8."""
+def check_shape(height: int, width: int, num_frames: int, size_multiple: int = 64) -> None:
+    """Sizes must be multiples of the model's VAE downscale times its UNet's (64 for SVD)."""
     for label, value in (("height", height), ("width", width)):
-        if value <= 0 or value % 64:
-            raise SvdtoolError(f"{label}={value} is not possible: use a positive multiple of 64 (e.g. 576, 1024)")
+        if value <= 0 or value % size_multiple:
+            raise SvdtoolError(f"{label}={value} is not possible for this model: use a positive multiple of {size_multiple}")
     if num_frames < 1:
         raise SvdtoolError(f"frames={num_frames} is not possible: use 1 or more")
 
@@ -146,6 +169,44 @@ def _convert(name: str, module: Any, shape: ExportShape, config: dict, via: str,
         port.get_tensor().set_names({key})
     ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAMES[name]})
     return ov_model
+
+
+def _export_deepcache(unet: Any, cache_branches: tuple[int, ...], shape: ExportShape, config: dict, tmp: Path,
+                      weights: str) -> dict[str, Any]:
+    """DeepCache's full and shallow UNet IRs per branch, dynamic like the UNet, with what each recomputes."""
+    example = example_inputs("unet", shape, config)
+    shapes = input_shapes("unet", shape, config)
+    levels = len(config["block_out_channels"])
+    described: dict[str, Any] = {}
+    for branch in cache_branches:
+        full_wrapper, shallow_wrapper = DeepCacheFullWrapper(unet, branch).eval(), DeepCacheShallowWrapper(unet, branch).eval()
+        with torch.no_grad():
+            feature = full_wrapper(**example)[1]
+            full = ov.convert_model(full_wrapper, example_input=example,
+                                    input=[(key, ov.PartialShape(value), ov.Type.f32) for key, value in shapes.items()])
+            shallow_shapes = {**shapes, CACHED_FEATURE: [-1, feature.shape[1], -1, -1]}
+            shallow = ov.convert_model(shallow_wrapper, example_input={**example, CACHED_FEATURE: feature},
+                                       input=[(key, ov.PartialShape(value), ov.Type.f32) for key, value in shallow_shapes.items()])
+        for model, names in ((full, shapes), (shallow, shallow_shapes)):
+            for port, key in zip(model.inputs, names):
+                port.get_tensor().set_names({key})
+            model.outputs[0].get_tensor().set_names({OUTPUT_NAMES["unet"]})
+        full.outputs[1].get_tensor().set_names({CACHED_FEATURE})
+        folder = tmp / "deepcache" / f"branch_{branch}"
+        _save_component(folder / "full", full, config, weights)
+        _save_component(folder / "shallow", shallow, config, weights)
+        described[str(branch)] = {
+            "cached_feature": f"the input of up_blocks[{levels - 1 - branch}]: {feature_channels(config, branch)} channels at "
+                              f"1/{2 ** branch} of the latent size",
+            "shallow_recomputes": f"conv_in, down_blocks[0..{branch}] (the last without its downsampler), "
+                                  f"up_blocks[{levels - 1 - branch}..{levels - 1}], conv_out",
+            "why": "the deep features change little between adjacent denoising steps (DeepCache): full steps refresh "
+                   "them, steps in between reuse them and run only the shallow blocks",
+            "full": _describe_model(full), "shallow": _describe_model(shallow),
+        }
+        del full, shallow
+        gc.collect()
+    return {"branches": described}
 
 
 def _to_onnx(name: str, wrapper: torch.nn.Module, example: dict, shapes: dict, tmp: Path) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 
 
 class ImageEncoderWrapper(nn.Module):
-    """pixel_values [B, 3, 224, 224] → image_embeds [B, D] (CLIP projection)."""
+    """pixel_values [B, 3, S, S] (S: the CLIP config's image_size, 224 for SVD) → image_embeds [B, D] (CLIP projection)."""
 
     def __init__(self, image_encoder: nn.Module):
         super().__init__()
@@ -24,7 +24,8 @@ class ImageEncoderWrapper(nn.Module):
 
 
 class VaeEncoderWrapper(nn.Module):
-    """sample [B, 3, H, W] in [-1, 1] → latent_parameters [B, 2*C, H/8, W/8] (mean ‖ logvar, optimum-intel's layout)."""
+    """sample [B, 3, H, W] in [-1, 1] → latent_parameters [B, 2*C, H/s, W/s] (mean ‖ logvar, optimum-intel's layout; s is
+    the VAE's downscale, 8 for SVD)."""
 
     def __init__(self, vae: nn.Module):
         super().__init__()
@@ -35,7 +36,7 @@ class VaeEncoderWrapper(nn.Module):
 
 
 class VaeDecoderWrapper(nn.Module):
-    """latent_sample [F, C, h, w] (one chunk of frames, already divided by scaling_factor) → sample [F, 3, 8h, 8w].
+    """latent_sample [F, C, h, w] (one chunk of frames, already divided by scaling_factor) → sample [F, 3, s·h, s·w].
 
     The temporal decoder mixes the F frames of the chunk; num_frames is read from the batch dimension, so one
     dynamic IR serves every `decode_chunk_size`.
@@ -68,30 +69,33 @@ class UnetWrapper(nn.Module):
 
 @dataclass(frozen=True)
 class ExportShape:
-    """The shape used for tracing and, with `static`, baked into the IR."""
+    """The shape used for tracing and, with `static`, baked into the IR (pixels; latents are `vae_scale` smaller)."""
 
     height: int
     width: int
     num_frames: int
     batch_size: int = 1
     static: bool = False
+    vae_scale: int = 8
 
     @property
     def latent_hw(self) -> tuple[int, int]:
-        return self.height // 8, self.width // 8
+        return self.height // self.vae_scale, self.width // self.vae_scale
 
 
 def example_inputs(name: str, shape: ExportShape, config: dict) -> dict[str, torch.Tensor]:
-    """Example inputs for tracing `name` (component config gives channel sizes)."""
+    """Example inputs for tracing `name`, every size taken from its own config (CLIP's image size and channels, the
+    VAE's channels and latent width, the UNet's input channels and cross-attention width)."""
     h, w = shape.latent_hw
     guided = 2 * shape.batch_size  # SVD always runs the unconditional and conditional halves together
     if name == "image_encoder":
-        return {"pixel_values": torch.randn(shape.batch_size, 3, 224, 224)}
+        size = config["image_size"]
+        return {"pixel_values": torch.randn(shape.batch_size, config["num_channels"], size, size)}
     if name == "vae_encoder":
-        return {"sample": torch.randn(shape.batch_size, 3, shape.height, shape.width)}
+        return {"sample": torch.randn(shape.batch_size, config["in_channels"], shape.height, shape.width)}
     if name == "vae_decoder":
         return {"latent_sample": torch.randn(shape.num_frames, config["latent_channels"], h, w)}
-    if name == "unet":
+    if name == "unet":  # three added time ids (fps - 1, motion bucket, noise augmentation), as diffusers' pipeline checks
         return {
             "sample": torch.randn(guided, shape.num_frames, config["in_channels"], h, w),
             "timestep": torch.tensor(0.5),

@@ -1,7 +1,7 @@
 """Where pipelines come from: the shipped `mini` model, random-weight presets, local diffusers folders, the Hub."""
 
 from .presets import BUILTIN_MODELS, PRESETS, BuiltinModel, GenerationDefaults, Preset
-from .sources import COMPONENTS, Source, generation_defaults, load_component, load_pipeline, resolve_source
+from .sources import COMPONENTS, Source, component_config, generation_defaults, load_component, load_pipeline, resolve_source, size_multiple
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -11,8 +11,10 @@ __all__ = [
     "GenerationDefaults",
     "Preset",
     "Source",
+    "component_config",
     "generation_defaults",
     "load_component",
     "load_pipeline",
     "resolve_source",
+    "size_multiple",
 ]

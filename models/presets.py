@@ -34,6 +34,7 @@ class GenerationDefaults:
     noise_aug_strength: float = 0.02
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
+    size_multiple: int = 64  # height and width must be multiples of this (see sources.size_multiple)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ from diffusers import (
 )
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from svdtool import logs
 from svdtool.errors import SvdtoolError
 
 from .presets import BUILTIN_MODELS, PRESETS, GenerationDefaults
+
+logs.adopt("transformers", "diffusers", "torch")  # they install console handlers on import
 
 COMPONENTS: dict[str, type] = {
     "image_encoder": CLIPVisionModelWithProjection,
@@ -120,16 +124,43 @@ def load_pipeline(source: Source | str, torch_dtype: torch.dtype = torch.float32
     return StableVideoDiffusionPipeline(**parts)
 
 
-def generation_defaults(source: Source) -> GenerationDefaults:
-    """Default settings: the preset's own, else SVD's (576x1024, 25 steps) with the UNet's frame count."""
+def component_config(source: Source, name: str) -> dict[str, Any]:
+    """A torch component's full config (its class's defaults filled in), read without loading any weights."""
+    cls = COMPONENTS[name]
     if source.kind == "preset":
-        return PRESETS[source.ref].defaults
-    if source.kind == "builtin":
-        return BUILTIN_MODELS[source.ref].defaults
-    unet_config = load_component(source, "unet").config if source.kind == "hub" else _local_unet_config(source)
-    num_frames = int(unet_config.get("num_frames", 14))
-    return GenerationDefaults(num_frames=num_frames, height=576, width=1024, num_inference_steps=25)
+        config = dict(getattr(PRESETS[source.ref], name))
+    elif source.kind == "hub":
+        try:
+            config = cls.load_config(source.ref, subfolder=name, revision=source.revision) if name != "image_encoder" \
+                else cls.config_class.from_pretrained(source.ref, subfolder=name, revision=source.revision).to_dict()
+        except Exception as exc:  # network, auth and naming errors come as many types; see load_component
+            raise SvdtoolError(f"could not read the {name} config of {source.ref!r} from the Hugging Face Hub: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    else:
+        path = Path(source.location) / name / "config.json"
+        if not path.is_file():
+            raise SvdtoolError(f"{path} is missing: {source.ref} is not a complete diffusers SVD folder")
+        config = json.loads(path.read_text())
+    if name == "image_encoder":
+        return {**cls.config_class().to_dict(), **config}
+    defaults = {key: value.default for key, value in inspect.signature(cls.__init__).parameters.items()
+                if value.default is not inspect.Parameter.empty}
+    return {**defaults, **config}
 
 
-def _local_unet_config(source: Source) -> dict[str, Any]:
-    return json.loads((Path(source.location) / "unet" / "config.json").read_text())
+def size_multiple(unet_config: dict[str, Any], vae_config: dict[str, Any]) -> int:
+    """What height and width must be multiples of: the VAE's downscale times the UNet's (2 per down block but the
+    last), as diffusers' UNet requires: 8 x 8 = 64 for SVD, 8 x 4 = 32 for svd-mini's three-level UNet."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1) * 2 ** (len(unet_config["down_block_types"]) - 1)
+
+
+def generation_defaults(source: Source) -> GenerationDefaults:
+    """Default settings: the named model's own, else SVD's (576x1024, 25 steps) with the UNet's frame count; and the
+    size multiple, from the configs (nothing is loaded)."""
+    unet_config = component_config(source, "unet")
+    multiple = size_multiple(unet_config, component_config(source, "vae"))
+    if source.kind in ("preset", "builtin"):
+        defaults = (PRESETS if source.kind == "preset" else BUILTIN_MODELS)[source.ref].defaults
+        return replace(defaults, size_multiple=multiple)
+    return GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
+                              num_inference_steps=25, size_multiple=multiple)

@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,11 +49,12 @@ MINI_UNET = {
     "projection_class_embeddings_input_dim": 192,
     "num_frames": FRAMES,
 }
+# The first level has 64 channels: AutoencoderKLTemporalDecoder's GroupNorms have 32 groups, so v1's 32 channels made
+# every full-resolution norm an instance norm that erases each feature map's mean -- the image's colour.
 MINI_VAE = {
-    "block_out_channels": (32, 64, 128, 128),
+    "block_out_channels": (64, 128, 128, 128),
     "down_block_types": ("DownEncoderBlock2D",) * 4,
     "layers_per_block": 2,
-    "latent_channels": 4,
     "sample_size": 128,
 }
 MINI_IMAGE_ENCODER = {
@@ -63,21 +65,58 @@ MINI_IMAGE_ENCODER = {
 app = typer.Typer(add_completion=False)
 
 
-def clip_batches(batch: int, seed: int, device: str):
-    """Endless batches of procedural clips rendered on the training device; batch k is render_clips(seed + k)."""
-    photos = photo_bank().to(device)
-    index = 0
-    while True:
-        clips = render_clips(seed + index, batch, FRAMES, photos, device)
-        yield clips.frames, clips.motion_bucket_id.to(device)
-        index += 1
+class ClipStream(torch.utils.data.IterableDataset):
+    """Batch k of the stream is `render_clips(seed + k)`, rendered on the CPU. Each DataLoader worker renders every
+    `num_workers`-th batch and the loader takes them round-robin, so the stream is the same for any worker count.
+    (v1 rendered on the GPU: its many small launches and host draws left the GPU idle most of the time.)"""
+
+    def __init__(self, batch: int, seed: int) -> None:
+        super().__init__()
+        self.batch, self.seed = batch, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        index, stride = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        photos = photo_bank()
+        while True:
+            clips = render_clips(self.seed + index, self.batch, FRAMES, photos)
+            yield clips.frames, clips.motion_bucket_id
+            index += stride
 
 
-def build_models() -> dict[str, torch.nn.Module]:
+def clip_batches(batch: int, seed: int, device: str, workers: int):
+    """Endless (frames, motion_bucket_id) batches of procedural clips on `device`."""
+    loader = torch.utils.data.DataLoader(ClipStream(batch, seed), batch_size=None, num_workers=workers,
+                                         pin_memory=device == "cuda", prefetch_factor=4 if workers else None)
+    for frames, buckets in loader:
+        yield frames.to(device, non_blocking=True), buckets.to(device, non_blocking=True)
+
+
+def identity_time_mixing(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemporalDecoder:
+    """Start the temporal decoder's last layer, a 3→3 colour-mixing Conv3d over 3 frames, as the identity.
+
+    Its default (Kaiming-uniform) init is a random 3x3 colour matrix; v1's (seed 0) had singular values 0.96 / 0.54
+    / 0.15, and its weakest direction, mostly red against green and blue, stayed the weakest after training (0.37):
+    that axis of colour was attenuated at the decoder's very output and v1's videos came out grey-green. As the
+    identity, the decoder starts as a per-frame image decoder and learns temporal mixing from there.
+    """
+    conv = vae.decoder.time_conv_out
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :, conv.kernel_size[0] // 2, 0, 0] = torch.eye(conv.out_channels)
+        conv.bias.zero_()
+    return vae
+
+
+def build_models(latent_channels: int = 4, vae_channels: tuple[int, ...] | None = None) -> dict[str, torch.nn.Module]:
+    """A new svd-mini; `vae_channels` other than MINI_VAE's (v1's 32/64/128/128) to resume a saved model."""
     torch.manual_seed(0)
+    unet = {**MINI_UNET, "in_channels": 2 * latent_channels, "out_channels": latent_channels}
+    vae = {**MINI_VAE, **({"block_out_channels": tuple(vae_channels)} if vae_channels else {})}
     return {
-        "unet": UNetSpatioTemporalConditionModel(**MINI_UNET),
-        "vae": AutoencoderKLTemporalDecoder(**MINI_VAE),
+        "unet": UNetSpatioTemporalConditionModel(**unet),
+        "vae": identity_time_mixing(AutoencoderKLTemporalDecoder(**vae, latent_channels=latent_channels)),
         "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**MINI_IMAGE_ENCODER)),
     }
 
@@ -88,6 +127,20 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, device=images.device)[:, None, None]
     std = torch.tensor(CLIP_STD, device=images.device)[:, None, None]
     return (pixels - mean) / std
+
+
+def crop_tiles(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Every size x size tile of a (B, F, 3, H, W) batch, from one random offset, as clips of their own: the VAE is
+    convolutional, so it trains on tiles and runs on whole frames, and each rendered clip yields (H // size)² of them
+    (rendering, not the GPU, bounds a VAE step)."""
+    height, width = frames.shape[-2:]
+    if size >= min(height, width):
+        return frames
+    top, left = (int(torch.randint(0, extent % size + 1, ())) for extent in (height, width))
+    rows, cols = height // size, width // size
+    tiles = frames[..., top:top + rows * size, left:left + cols * size]
+    tiles = tiles.unflatten(-2, (rows, size)).unflatten(-1, (cols, size))  # (B, F, 3, rows, size, cols, size)
+    return tiles.permute(0, 3, 5, 1, 2, 4, 6).flatten(0, 2)
 
 
 def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor) -> torch.Tensor:
@@ -102,28 +155,62 @@ def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor) -> torch.T
     return loss + 1e-6 * posterior.kl().mean()
 
 
-def unet_loss(models: dict, frames: torch.Tensor, buckets: torch.Tensor, scaling_factor: float) -> torch.Tensor:
-    """SVD's denoising loss, EDM-weighted, on one batch of clips."""
-    unet, vae, image_encoder = models["unet"], models["vae"], models["image_encoder"]
-    batch, num_frames = frames.shape[:2]
-    device = frames.device
-    with torch.no_grad():
-        latents = vae.encode(frames.flatten(0, 1)).latent_dist.sample().float() * scaling_factor
-        latents = latents.unflatten(0, (batch, num_frames))
+@dataclass
+class LatentPool:
+    """Clips encoded once by the frozen VAE, for the UNet stage: encoding 512 frames at every step cost far more GPU
+    time than the UNet itself (v2's first run: 1.7 steps/s)."""
+
+    latents: torch.Tensor  # (P, F, C, h, w), scaled by the VAE's scaling_factor
+    condition: torch.Tensor  # (P, C, h, w): unscaled latent of the noise-augmented first frame, as the pipeline makes it
+    noise_aug: torch.Tensor  # (P,)
+    first_frames: torch.Tensor  # (P, 3, H, W) in [-1, 1], for CLIP
+    buckets: torch.Tensor  # (P,)
+
+    def sample(self, batch: int, generator: torch.Generator) -> "LatentPool":
+        index = torch.randint(0, len(self.buckets), (batch,), generator=generator, device=self.buckets.device)
+        return LatentPool(*(field[index].float() for field in (self.latents, self.condition, self.noise_aug, self.first_frames)),
+                          self.buckets[index])
+
+
+@torch.no_grad()
+def build_pool(vae: AutoencoderKLTemporalDecoder, scaling_factor: float, clips: int, seed: int, device: str,
+               workers: int, autocast) -> LatentPool:
+    """Render `clips` clips (batch k of the stream is render_clips(seed + k)) and encode them once, in bf16."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("latents", "condition", "noise_aug", "first_frames", "buckets")}
+    stream = clip_batches(64, seed, device, workers)
+    while sum(len(b) for b in parts["buckets"]) < clips:
+        frames, buckets = next(stream)
+        batch, num_frames = frames.shape[:2]
         noise_aug = torch.exp(torch.randn(batch, device=device) * 0.5 - 3.0)
         condition = frames[:, 0] + noise_aug[:, None, None, None] * torch.randn_like(frames[:, 0])
-        condition_latents = vae.encode(condition).latent_dist.mode().float()
-    embeddings = image_encoder(clip_pixels(frames[:, 0])).image_embeds[:, None]
-    keep = (torch.rand(batch, device=device) >= CONDITION_DROP).float()
+        with autocast:
+            latents = vae.encode(frames.flatten(0, 1)).latent_dist.sample() * scaling_factor
+            condition_latents = vae.encode(condition).latent_dist.mode()
+        parts["latents"].append(latents.unflatten(0, (batch, num_frames)).to(torch.bfloat16))
+        parts["condition"].append(condition_latents.to(torch.bfloat16))
+        parts["noise_aug"].append(noise_aug)
+        parts["first_frames"].append(frames[:, 0].to(torch.bfloat16))
+        parts["buckets"].append(buckets)
+    return LatentPool(**{name: torch.cat(values)[:clips] for name, values in parts.items()})
+
+
+def unet_loss(models: dict, batch: LatentPool) -> torch.Tensor:
+    """SVD's denoising loss, EDM-weighted, on one batch of encoded clips."""
+    unet, image_encoder = models["unet"], models["image_encoder"]
+    latents, condition_latents = batch.latents, batch.condition
+    size, num_frames = latents.shape[:2]
+    device = latents.device
+    embeddings = image_encoder(clip_pixels(batch.first_frames)).image_embeds[:, None]
+    keep = (torch.rand(size, device=device) >= CONDITION_DROP).float()
     embeddings = embeddings * keep[:, None, None]
     condition_latents = condition_latents * keep[:, None, None, None]
 
-    sigma = torch.exp(torch.randn(batch, device=device) * P_STD + P_MEAN)
+    sigma = torch.exp(torch.randn(size, device=device) * P_STD + P_MEAN)
     s = sigma[:, None, None, None, None]
     noisy = latents + s * torch.randn_like(latents)
     c_in, c_skip, c_out = 1 / (s ** 2 + 1).sqrt(), 1 / (s ** 2 + 1), -s / (s ** 2 + 1).sqrt()
     model_input = torch.cat([noisy * c_in, condition_latents[:, None].expand(-1, num_frames, -1, -1, -1)], dim=2)
-    added_time_ids = torch.stack([torch.full_like(sigma, FPS - 1), buckets.float(), noise_aug], dim=1)
+    added_time_ids = torch.stack([torch.full_like(sigma, FPS - 1), batch.buckets.float(), batch.noise_aug], dim=1)
     prediction = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=embeddings, added_time_ids=added_time_ids).sample
     denoised = c_skip * noisy + c_out * prediction.float()
     weight = (s ** 2 + 1) / s ** 2
@@ -167,6 +254,17 @@ def load_init(models: dict, folder: Path) -> float:
     return float(pipeline.vae.config.scaling_factor)
 
 
+def saved_vae_shape(saved: dict | None, init: Path | None, default: int) -> tuple[int, tuple[int, ...] | None]:
+    """The VAE's latent width and channels of what training resumes from (a state or a pipeline folder), else
+    (`default`, None: MINI_VAE's)."""
+    if saved:
+        return saved.get("latent_channels", 4), saved.get("vae_channels")
+    if init:
+        config = json.loads((init / "vae" / "config.json").read_text())
+        return config["latent_channels"], tuple(config["block_out_channels"])
+    return default, None
+
+
 @app.command()
 def main(
     out: Path = typer.Option(..., help="folder for the fp16 pipeline and loss.json"),
@@ -174,19 +272,24 @@ def main(
     init: Path | None = typer.Option(None, exists=True, file_okay=False, help="saved pipeline to start from when --state holds nothing"),
     vae_minutes: float = typer.Option(0.0),
     unet_minutes: float = typer.Option(0.0),
-    vae_batch: int = typer.Option(8, help="clips per VAE step (x8 frames)"),
+    vae_batch: int = typer.Option(16, help="rendered clips per VAE step (x8 frames, x4 tiles)"),
+    vae_crop: int = typer.Option(64, help="VAE training tile (px): each 128 px clip gives 4 clips of 64 px tiles"),
     unet_batch: int = typer.Option(32, help="clips per UNet step (x8 frames)"),
     lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
     vae_lr: float = typer.Option(4e-4),
     decoder_only: bool = typer.Option(False, help="train only the VAE decoder: the latent space (and the UNet) stay valid"),
+    latent_channels: int = typer.Option(4, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
+    workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
+    pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
 ) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    models = build_models()
+    checkpoint = state / "state.pt"
+    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
+    latent_channels, vae_channels = saved_vae_shape(saved, init, latent_channels)
+    models = build_models(latent_channels, vae_channels)
     log: list[dict] = []
     steps = {"vae": 0, "unet": 0}
     scaling_factor = None
-    checkpoint = state / "state.pt"
-    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     if saved:
         for name in models:
             models[name].load_state_dict(saved["models"][name])
@@ -209,8 +312,8 @@ def main(
         optimizer = torch.optim.AdamW(trained.parameters(), lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
         if saved and "vae_optimizer" in saved and not decoder_only:
             optimizer.load_state_dict(saved["vae_optimizer"])
-        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device)
-        _train(lambda b: vae_loss(vae, b[0]), trained.parameters(), optimizer, None,
+        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device, workers)
+        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), trained.parameters(), optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
@@ -240,8 +343,12 @@ def main(
             ema.load_state_dict(saved["ema"])
         elif saved is None and init is not None:
             ema.optimization_step = steps["unet"]  # a resumed run's EMA restarts from the saved (EMA) weights
-        batches = clip_batches(unet_batch, steps["unet"] * 7919, device)
-        _train(lambda b: unet_loss(models, b[0], b[1], scaling_factor),
+        start = time.time()
+        pool = build_pool(models["vae"], scaling_factor, pool_clips, steps["unet"] * 7919, device, workers, autocast)
+        print(f"encoded {pool_clips} clips in {time.time() - start:.0f} s", flush=True)
+        generator = torch.Generator(device).manual_seed(steps["unet"])
+        batches = iter(lambda: pool.sample(unet_batch, generator), None)
+        _train(lambda b: unet_loss(models, b),
                parameters, optimizer, ema, batches, unet_minutes, "unet", steps, log, autocast, list(unet.parameters()))
         unet.eval()
         encoder.eval()
@@ -251,7 +358,9 @@ def main(
         ema.load_state_dict(saved["ema"])
 
     state.mkdir(parents=True, exist_ok=True)
-    payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps, "scaling_factor": scaling_factor}
+    payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps,
+               "scaling_factor": scaling_factor, "latent_channels": latent_channels,
+               "vae_channels": tuple(models["vae"].config.block_out_channels)}
     for key, value in (("vae_optimizer", saved_vae_optimizer), ("unet_optimizer", unet_optimizer_state)):
         if value is not None:
             payload[key] = value

@@ -74,5 +74,9 @@ def inspect_folder(folder: str | Path, device: str = "CPU") -> dict[str, dict[st
     """The fusion report of every component IR in an exported or quantized folder."""
     from svdtool.convert import EXPORTED, OV_XML
 
+    from svdtool.outputs import read_manifest
+    from svdtool.runtime.loading import warn_if_cpu_unfit
+
+    warn_if_cpu_unfit(read_manifest(folder))
     core = ov.Core()
     return {name: fusion_report(core.read_model(Path(folder) / name / OV_XML), device) for name in EXPORTED}

@@ -77,3 +77,16 @@ def collect_calibration_data(
     ordered = [samples[step] for step in range(steps) for samples in per_image if step < len(samples)]
     data["unet"] = evenly(ordered, unet_samples)
     return dict(data)
+
+
+def held_out_unet_calls(pipeline: OVStableVideoDiffusionPipeline, images: list[Image.Image], settings: GenerationSettings,
+                        count: int = 16) -> list[dict[str, np.ndarray]]:
+    """Whole UNet calls (both guidance halves) while generating from `images`, `count` of them spread over images ×
+    timesteps: what `--accuracy-target` scores a quantized UNet on."""
+    calls = []
+    for index, image in enumerate(images):
+        with recording(pipeline) as recorded:
+            generate(pipeline, image, GenerationSettings(**{**settings.as_dict(), "seed": settings.seed + 100 + index}), show_progress=False)
+        calls.append(recorded["unet"])
+    steps = max(len(c) for c in calls)
+    return evenly([c[step] for step in range(steps) for c in calls if step < len(c)], count)

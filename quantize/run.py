@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from svdtool import logs
 from svdtool.console import console, progress_task
+from svdtool.cpu import cpu_info
 from svdtool.convert import OV_XML
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS, release_memory
@@ -23,9 +25,11 @@ from svdtool.outputs import atomic_output_dir, read_manifest, verify_files, writ
 from svdtool.runtime import GenerationSettings, generate, load_ov_pipeline
 
 from .calibration import load_calibration_images
+from .deepcache import quantize_deepcache
 from .fusion import fusion_report
-from .modes import MODES, QuantizeOptions, quantize_component
-from .record import collect_calibration_data
+from .accuracy import quantize_to_target
+from .modes import CPU_TARGETS, MODES, QuantizeOptions, quantize_component
+from .record import collect_calibration_data, held_out_unet_calls
 
 # The UNet goes first, while the process holds nothing else: nncf's statistics pass over the full SVD UNet peaks
 # near 22 GB (an f32-compiled copy plus one output per quantizer), which fits 24 GB only in a clean process.
@@ -46,16 +50,28 @@ def quantize(
     calib: str,
     *,
     options: QuantizeOptions = QuantizeOptions(),
-    samples: int = 16,
+    samples: int = 64,
     calib_settings: GenerationSettings = GenerationSettings(),
     max_images: int = 16,
+    accuracy_target: float | None = None,
+    keep_best: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Quantize an exported folder with `options.mode` (int8, hybrid, w8, w4), calibrated on `calib` images."""
+    """Quantize an exported folder with `options.mode` (int8, hybrid, w8, w4), calibrated on `calib` images.
+
+    With `accuracy_target` (int8 only), nncf's accuracy control picks the UNet layers kept in float (see accuracy.py);
+    a target it cannot meet raises SvdtoolError and writes nothing, unless `keep_best`: then the best IR is written,
+    its manifest says the target was missed (`quantization.accuracy_control.met`), and the caller exits non-zero."""
     if options.mode not in MODES:
         raise SvdtoolError(f"--mode must be one of {', '.join(MODES)}, not {options.mode!r}")
+    if options.target_cpu not in CPU_TARGETS:
+        raise SvdtoolError(f"--target-cpu must be one of {', '.join(CPU_TARGETS)}, not {options.target_cpu!r}")
     if samples < 1:
         raise SvdtoolError("--samples must be 1 or more")
+    if accuracy_target is not None and options.mode != "int8":
+        raise SvdtoolError("--accuracy-target works with --mode int8 (the other modes keep the UNet's activations or weights' layout fixed)")
+    if Path(out_dir).exists() and not overwrite:
+        raise SvdtoolError(f"{out_dir} already exists; pass --overwrite to replace it")
     model_dir = Path(model_dir)
     source_manifest = read_manifest(model_dir)
     verify_files(model_dir, source_manifest)
@@ -71,10 +87,11 @@ def quantize(
                   f" {settings.num_frames} frames, {settings.num_inference_steps} steps")
 
     start = time.perf_counter()
-    data, collect_peak_gb = collect_in_subprocess(model_dir, calibrate_on, settings, samples)
+    data, collect_peak_gb = collect_in_subprocess(model_dir, calibrate_on, holdout, settings, samples)
     collect_seconds = time.perf_counter() - start
 
     report: dict[str, Any] = {}
+    accuracy_control = None
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
         _copy_non_ir_files(model_dir, tmp)
         compress_to_fp16 = source_manifest.get("weights") == "fp16"
@@ -82,15 +99,24 @@ def quantize(
             for name in COMPONENTS:
                 with PeakRSS() as peak:
                     model = ov.Core().read_model(model_dir / name / OV_XML)
-                    quantized = quantize_component(name, model, data[name], options)
+                    if name == "unet" and accuracy_target is not None:
+                        quantized, accuracy_control = quantize_to_target(model, data["unet"], data["unet_held_out"], options, accuracy_target)
+                    else:
+                        quantized = quantize_component(name, model, data[name], options)
                     del model
                     (tmp / name).mkdir(exist_ok=True)
                     ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
                     fusion = fusion_report(quantized)
                     del quantized
                     release_memory()
+                if accuracy_control is not None and name == "unet":
+                    accuracy_control["kept_in_float"] = fusion["not_int8"]
+                    if not accuracy_control["met"] and not keep_best:
+                        raise SvdtoolError(f"--accuracy-target {accuracy_target} dB not met: the best UNet nncf found reaches "
+                                           f"{accuracy_control['reached_db']} dB; nothing written (--keep-best writes it)")
                 report[name] = {
-                    "nncf": options.nncf_parameters(name),
+                    "nncf": options.nncf_parameters(name) if name != "unet" or accuracy_control is None
+                    else {"method": "nncf.quantize_with_accuracy_control", **accuracy_control},
                     "calibration_samples": len(data[name]),
                     "bytes_before": _ir_bytes(model_dir / name),
                     "bytes_after": _ir_bytes(tmp / name),
@@ -98,6 +124,10 @@ def quantize(
                     "peak_rss_gb": round(peak.peak_gb, 2),
                     "fusion": fusion,
                 }
+                advance()
+        if (model_dir / "deepcache").is_dir():
+            with progress_task(f"quantize DeepCache UNets ({options.mode})", 1) as advance:
+                report["deepcache"] = quantize_deepcache(model_dir, tmp, data["unet"], options, compress_to_fp16)
                 advance()
         quality = quality_check(model_dir, tmp, holdout, settings, source_manifest["generation_defaults"])
         manifest = {
@@ -108,13 +138,16 @@ def quantize(
                                "weights": source_manifest.get("weights")},
             "components": {name: {**source_manifest["components"][name], "quantization": report[name]["nncf"]}
                            for name in COMPONENTS},
+            "cpu_requirement": options.cpu_requirement(),
             "quantization": {
                 "mode": options.mode,
+                "quantized_on": cpu_info(),
                 "calibration": {**calibration.describe(), "used_for_calibration": len(calibrate_on),
                                 "held_out": len(holdout) if len(images) >= 3 else 0,
                                 "settings": settings.as_dict(), "collect_seconds": round(collect_seconds, 1),
                                 "collect_peak_rss_gb": round(collect_peak_gb, 2)},
                 "components": report,
+                "accuracy_control": accuracy_control,
                 "quality_check": quality,
             },
         }
@@ -122,21 +155,25 @@ def quantize(
     return manifest
 
 
-def _collect_worker(model_dir: str, images: list, settings: GenerationSettings, samples: int, path: str) -> None:
+def _collect_worker(model_dir: str, images: list, holdout: list, settings: GenerationSettings, samples: int, path: str,
+                    verbose: bool) -> None:
+    logs.configure(verbose, append=True)
     with PeakRSS() as peak:
         pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
         data = collect_calibration_data(pipeline, images, settings, samples)
+        data["unet_held_out"] = held_out_unet_calls(pipeline, holdout, settings)
     with open(path, "wb") as handle:
         pickle.dump((data, peak.peak_gb), handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def collect_in_subprocess(model_dir: Path, images: list, settings: GenerationSettings, samples: int) -> tuple[dict, float]:
+def collect_in_subprocess(model_dir: Path, images: list, holdout: list, settings: GenerationSettings, samples: int) -> tuple[dict, float]:
     """Record calibration inputs in a spawned process, so the FP pipeline's memory is returned to the system
     before quantization starts (freed memory inside one process is not, and the UNet pass needs it all)."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="svdtool-calib-") as folder:
         path = Path(folder) / "calibration.pkl"
-        process = context.Process(target=_collect_worker, args=(str(model_dir), images, settings, samples, str(path)))
+        process = context.Process(target=_collect_worker, args=(str(model_dir), images, holdout, settings, samples, str(path),
+                                                                 logs.verbose()))
         process.start()
         process.join()
         if process.exitcode != 0 or not path.is_file():
@@ -171,6 +208,8 @@ def _load_unverified(folder: Path):
 
 def _copy_non_ir_files(source: Path, target: Path) -> None:
     for item in source.iterdir():
+        if item.name == "deepcache":
+            continue  # quantized by quantize_deepcache
         if item.name in COMPONENTS:
             (target / item.name).mkdir()
             shutil.copy2(item / "config.json", target / item.name / "config.json")

@@ -7,7 +7,7 @@ OpenVINO-backed names load on first use, so the PyTorch reference path (`generat
 from importlib import import_module
 from typing import Any
 
-from .generate import GenerationResult, GenerationSettings, generate, stage_timer
+from .generate import GenerationResult, GenerationSettings, generate, seeded_noise, stage_timer
 from .media import load_image, output_kind, read_video, write_video
 
 _LAZY = {
@@ -17,7 +17,7 @@ _LAZY = {
     "resolve_model_dir": ".loading",
 }
 
-__all__ = ["GenerationResult", "GenerationSettings", "generate", "load_image", "output_kind", "read_video",
+__all__ = ["GenerationResult", "GenerationSettings", "generate", "load_image", "output_kind", "read_video", "seeded_noise",
            "stage_timer", "write_video", *_LAZY]
 
 

@@ -19,9 +19,11 @@ import openvino as ov
 import torch
 from PIL import Image
 
+from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS, release_memory
 
+from .deepcache import DeepCacheSettings
 from .generate import GenerationSettings, generate
 
 
@@ -44,7 +46,8 @@ def _time_runs(pipeline: Any, image: Image.Image, settings: GenerationSettings, 
 
 
 def benchmark_folder(folder: str | Path, image: Image.Image, settings: GenerationSettings, repeat: int,
-                     hint: str = "LATENCY", threads: int | None = None) -> dict[str, Any]:
+                     hint: str = "LATENCY", threads: int | None = None, deepcache: DeepCacheSettings = DeepCacheSettings()
+                     ) -> dict[str, Any]:
     from .loading import load_ov_pipeline
 
     if threads == 1:
@@ -56,10 +59,15 @@ def benchmark_folder(folder: str | Path, image: Image.Image, settings: Generatio
     with PeakRSS() as peak:
         start = time.perf_counter()
         pipeline, manifest = load_ov_pipeline(folder, ov_config=config)
+        pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
+        pipeline.fit(settings.height, settings.width, settings.num_frames, settings.decode_chunk_size,
+                     guided=settings.max_guidance_scale > 1)
         compile_s = time.perf_counter() - start
         result = _time_runs(pipeline, image, settings, repeat)
     mode = manifest.get("quantization", {}).get("mode", manifest.get("weights"))
-    return {"label": f"OV {mode} ({Path(folder).name})", "backend": "openvino", "hint": hint, "threads": threads or "auto",
+    cached = f" DeepCache {deepcache.interval}/{deepcache.branch}" if deepcache.enabled else ""
+    return {"label": f"OV {mode}{cached} ({Path(folder).name})", "backend": "openvino", "hint": hint, "threads": threads or "auto",
+            "deepcache": deepcache.as_dict(),
             "load_compile_s": round(compile_s, 2), "peak_rss_added_gb": round(peak.added_gb, 2), **result}
 
 
@@ -119,11 +127,13 @@ def _timed(function) -> float:
 
 def benchmark(folders: list[str | Path], image: Image.Image, settings: GenerationSettings, *, repeat: int = 3,
               hint: str = "LATENCY", threads: int | None = None, torch_source: str | None = None,
-              torch_device: str = "cpu") -> dict[str, Any]:
-    """Every folder (and the PyTorch source) on the same image and settings; plus the FLOP-rate view of the UNet."""
+              torch_device: str = "cpu", deepcache: DeepCacheSettings = DeepCacheSettings()) -> dict[str, Any]:
+    """Every folder (and the PyTorch source) on the same image and settings; plus the FLOP-rate view of the UNet.
+    With `deepcache` enabled, each folder also runs with DeepCache (the UNet figures are then per mixed call)."""
     results = []
     for folder in folders:
-        results.append(benchmark_folder(folder, image, settings, repeat, hint, threads))
+        for cache in ([DeepCacheSettings(), deepcache] if deepcache.enabled else [deepcache]):
+            results.append(benchmark_folder(folder, image, settings, repeat, hint, threads, cache))
         release_memory()  # each configuration's peak is measured from a lean start
     if torch_source:
         results.append(benchmark_torch(torch_source, image, settings, repeat, torch_device, threads))
@@ -134,7 +144,8 @@ def benchmark(folders: list[str | Path], image: Image.Image, settings: Generatio
             achieved = flops / result["unet_step_s"]["median"] / 1e9
             result["unet_gflops"] = round(achieved, 1)
             result["unet_fraction_of_fp32_matmul_peak"] = round(achieved / peak, 3)
-    return {"settings": settings.as_dict(), "repeat": repeat, "unet_gflop_per_step": round(flops / 1e9, 1) if flops else None,
+    return {"settings": settings.as_dict(), "repeat": repeat, "cpu": cpu_info(),
+            "unet_gflop_per_step": round(flops / 1e9, 1) if flops else None,
             "fp32_matmul_peak_gflops": round(peak, 1), "results": results}
 
 

@@ -36,23 +36,32 @@ class GenerationSettings:
     seed: int = 42
 
     def resolved(self, defaults: GenerationDefaults | dict[str, Any]) -> "GenerationSettings":
-        """Fill unset fields from `defaults`, then check the values are possible."""
+        """Fill unset fields from the model's `defaults`, then check the values are possible for that model."""
         defaults = defaults.as_dict() if isinstance(defaults, GenerationDefaults) else defaults
         filled = {key: defaults.get(key) if value is None else value for key, value in asdict(self).items()}
         settings = GenerationSettings(**filled)
         if settings.decode_chunk_size is None:
             settings = replace(settings, decode_chunk_size=settings.num_frames)
-        settings.check()
+        settings.check(defaults.get("size_multiple", 64))
         return settings
 
-    def check(self) -> None:
+    def check(self, size_multiple: int = 64) -> None:
+        """One-line errors for values the model cannot run or SVD was never conditioned on."""
         for label, value in (("height", self.height), ("width", self.width)):
-            if value is None or value <= 0 or value % 64:
-                raise SvdtoolError(f"--{label} {value} is not possible: use a positive multiple of 64 (SVD downsamples by 64)")
+            if value is None or value <= 0 or value % size_multiple:
+                raise SvdtoolError(f"--{label} {value} is not possible for this model: use a positive multiple of "
+                                   f"{size_multiple} (its VAE and UNet downsample by {size_multiple} in all)")
         for label, value in (("frames", self.num_frames), ("steps", self.num_inference_steps),
                              ("decode-chunk-size", self.decode_chunk_size), ("fps", self.fps)):
             if value is None or value < 1:
                 raise SvdtoolError(f"--{label} {value} is not possible: use 1 or more")
+        if not 0 <= self.motion_bucket_id <= 255:
+            raise SvdtoolError(f"--motion-bucket-id {self.motion_bucket_id} is outside 0-255, the range SVD was conditioned on")
+        if self.noise_aug_strength < 0:
+            raise SvdtoolError(f"--noise-aug-strength {self.noise_aug_strength} is negative: use 0 or more (SVD's default 0.02)")
+        for label, value in (("min-guidance", self.min_guidance_scale), ("max-guidance", self.max_guidance_scale)):
+            if value < 1:
+                raise SvdtoolError(f"--{label} {value} is below 1: guidance 1 means none, more follows the image more closely")
         if self.min_guidance_scale > self.max_guidance_scale:
             raise SvdtoolError("--min-guidance must not exceed --max-guidance")
 
@@ -101,17 +110,38 @@ def stage_timer(pipeline: Any, on_decode: Callable[[], None] | None = None) -> I
             owner.__dict__.pop(attribute, None)
 
 
+@contextmanager
+def clip_at_its_size(pipeline: Any) -> Iterator[None]:
+    """diffusers always resizes the conditioning image to 224 px, SVD's CLIP size; a CLIP built for another size (small
+    test pipelines use 32 px) would refuse it. Resize CLIP's input to its own size (an antialiased resize of the
+    normalised pixels, which commutes with CLIP's per-channel normalisation), for both backends alike."""
+    size = pipeline.image_encoder.config.image_size
+    if size == 224:
+        yield
+        return
+    forward = pipeline.image_encoder.forward
+
+    def resized(pixel_values: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        pixel_values = torch.nn.functional.interpolate(pixel_values, size=(size, size), mode="bicubic", antialias=True)
+        return forward(pixel_values, *args, **kwargs)
+
+    pipeline.image_encoder.forward = resized
+    try:
+        yield
+    finally:
+        pipeline.image_encoder.__dict__.pop("forward", None)
+
+
 def generate(
     pipeline: StableVideoDiffusionPipeline,
     image: Image.Image,
     settings: GenerationSettings,
     show_progress: bool = True,
 ) -> GenerationResult:
-    """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline. The noise comes from a CPU generator seeded with
-    `settings.seed` (diffusers draws on the CPU and moves it), so CUDA, CPU and OpenVINO runs of one model start
-    from identical latents and noise augmentation."""
-    _check_static_shape(pipeline, settings)
-    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline, from the
+    noise of `seeded_noise`: CUDA, CPU and OpenVINO runs of one model, in any dtype, start from identical noise."""
+    _fit_shapes(pipeline, settings)
+    generator, latents = seeded_noise(pipeline, settings)
     num_frames = settings.num_frames
     pipeline.set_progress_bar_config(disable=True)
     with make_progress() as progress:
@@ -125,11 +155,12 @@ def generate(
             return callback_kwargs
 
         start = time.perf_counter()
-        with torch.inference_mode(), stage_timer(pipeline, lambda: progress.advance(decode)) as timings:
+        with torch.inference_mode(), clip_at_its_size(pipeline), stage_timer(pipeline, lambda: progress.advance(decode)) as timings:
             frames = pipeline(
                 image,
                 **settings.pipeline_kwargs(),
                 generator=generator,
+                latents=latents,
                 output_type="np",
                 callback_on_step_end=on_step,
             ).frames[0]
@@ -138,9 +169,30 @@ def generate(
     return GenerationResult(frames=frames, settings=settings, timings={k: round(v, 4) for k, v in timings.items()})
 
 
-def _check_static_shape(pipeline: Any, settings: GenerationSettings) -> None:
-    if not hasattr(pipeline, "vae_decoder"):  # only OpenVINO pipelines can have static shapes
+def seeded_noise(pipeline: Any, settings: GenerationSettings) -> tuple[torch.Generator, torch.Tensor]:
+    """The random tensors of one video, drawn in float32 from a CPU generator seeded with `settings.seed`.
+
+    diffusers draws two: the noise-augmentation noise (in the preprocessed image's dtype, float32) and then the
+    initial latents in the pipeline's dtype. torch versions differ in what a seeded `randn` gives for float16
+    (2.11 draws values uncorrelated with the float32 draw; 2.14 the same ones), so the latents are drawn here in
+    float32, in diffusers' order, and handed over cast to the pipeline's dtype. The returned generator is freshly
+    seeded: the pipeline's own first draw, the noise augmentation, is the float32 tensor drawn here before the latents.
+    """
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    torch.randn((1, 3, settings.height, settings.width), generator=generator, dtype=torch.float32)  # noise augmentation
+    shape = (1, settings.num_frames, pipeline.unet.config.in_channels // 2,
+             settings.height // pipeline.vae_scale_factor, settings.width // pipeline.vae_scale_factor)
+    latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+    dtype = next(pipeline.image_encoder.parameters()).dtype  # what diffusers draws the latents in
+    return torch.Generator("cpu").manual_seed(settings.seed), latents.to(dtype)
+
+
+def _fit_shapes(pipeline: Any, settings: GenerationSettings) -> None:
+    """OpenVINO pipelines: a dynamic IR is shaped for these settings (faster); one the user fixed must match them."""
+    if not hasattr(pipeline, "vae_decoder"):  # only OpenVINO pipelines have shapes to fit
         return
+    pipeline.fit(settings.height, settings.width, settings.num_frames, settings.decode_chunk_size,
+                 guided=settings.max_guidance_scale > 1)
     chunk = pipeline.vae_decoder.model.input("latent_sample").get_partial_shape()[0]
     static = {
         "height": pipeline.height,

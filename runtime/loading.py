@@ -8,12 +8,19 @@ from typing import Any
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+from svdtool.console import console
+from svdtool.cpu import cpu_label, has_vnni
 from svdtool.errors import SvdtoolError
 from svdtool.outputs import read_manifest, verify_files
 
 from .pipeline import OVStableVideoDiffusionPipeline
 
 PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise SvdtoolError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -40,14 +47,17 @@ def load_ov_pipeline(
     precision: str = "auto",
     ov_config: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
-    compile: bool = True,
+    compile: bool = False,
 ) -> tuple[OVStableVideoDiffusionPipeline, dict[str, Any]]:
-    """Check the folder against its manifest (files present, sizes right), then load it. Returns (pipeline, manifest)."""
-    if precision not in PRECISIONS:
-        raise SvdtoolError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    """Check the folder against its manifest (files present, sizes right), then load it. Returns (pipeline, manifest).
+
+    Compilation waits for the first `generate()`, which shapes a dynamic IR for its settings first (`compile` forces
+    it now, for the IR's own shapes)."""
+    check_precision(precision)
     folder = resolve_model_dir(model)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
+    warn_if_cpu_unfit(manifest)
     config = {**(ov_config or {})}
     if PRECISIONS[precision]:
         config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
@@ -58,6 +68,13 @@ def load_ov_pipeline(
     except RuntimeError as exc:
         raise SvdtoolError(f"OpenVINO could not load {folder}: {_first_line(exc)}") from exc
     return pipeline, manifest
+
+
+def warn_if_cpu_unfit(manifest: dict[str, Any]) -> None:
+    """One line when an IR quantized for VNNI/AMX CPUs (full 8-bit weights) runs on a CPU without VNNI."""
+    if manifest.get("cpu_requirement", {}).get("target_cpu") == "vnni" and not has_vnni():
+        console.print(f"[yellow]warning:[/] this IR was quantized for CPUs with VNNI or AMX; {cpu_label()} has neither, so its "
+                      "int8 layers can saturate and lose accuracy: quantize with --target-cpu any for this CPU", soft_wrap=True)
 
 
 def _first_line(exc: BaseException) -> str:

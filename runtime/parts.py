@@ -46,13 +46,20 @@ class OVSpatioTemporalUnet(OVModelUnet):
         added_time_ids: torch.Tensor,
         return_dict: bool = False,
     ) -> tuple[torch.Tensor]:
-        self.compile()
         inputs = {
             "sample": sample,
             "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(()),
             "encoder_hidden_states": encoder_hidden_states,
             "added_time_ids": added_time_ids,
         }
+        deepcache = getattr(self, "deepcache", None)
+        if deepcache is not None:  # full or shallow UNet for this step (runtime/deepcache.py)
+            scheduler = self.parent_pipeline.scheduler
+            step = scheduler.step_index or 0  # diffusers' scale_model_input has set it for this step
+            if step == 0:  # a new video
+                deepcache.start(len(scheduler.timesteps))
+            return (torch.from_numpy(deepcache(inputs, step)),)
+        self.compile()
         return (torch.from_numpy(self.request(inputs, share_inputs=True)[0]),)
 
 

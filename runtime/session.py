@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,11 +10,14 @@ from typing import Any
 
 import torch
 
+from svdtool import cache
 from svdtool.console import console
+from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
-from svdtool.models import BUILTIN_MODELS, PRESETS, generation_defaults, load_pipeline, resolve_source
-from svdtool.outputs import MANIFEST_NAME, library_versions, sha256_file
+from svdtool.models import BUILTIN_MODELS, PRESETS, component_config, generation_defaults, load_pipeline, resolve_source, size_multiple
+from svdtool.outputs import MANIFEST_NAME, library_versions, read_manifest, sha256_file
 
+from .deepcache import DeepCacheSettings, check_available, check_branch
 from .generate import GenerationResult
 from .media import write_video
 
@@ -30,19 +32,14 @@ class Session:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SVDTOOL_CACHE", Path.home() / ".cache" / "svdtool"))
+@dataclass(frozen=True)
+class Plan:
+    """What a run will load, and the model's generation defaults (with its size multiple), known before anything heavy
+    happens: settings, paths and outputs are checked against it first."""
 
-
-def preset_ir(preset: str) -> Path:
-    """The IR of a named model, exported once into the svdtool cache (so `generate` works with no setup)."""
-    from svdtool.convert import export
-
-    folder = cache_root() / "ir" / f"{preset}-fp16"
-    if not (folder / MANIFEST_NAME).is_file():
-        console.print(f"First use of {preset!r} on OpenVINO: exporting it to {folder}")
-        export(preset, folder, overwrite=folder.exists())
-    return folder
+    backend: str
+    model: str  # a named model, an IR folder or Hub id (openvino); a PyTorch source (torch)
+    defaults: dict[str, Any]
 
 
 def cuda_or_error(device: str) -> None:
@@ -50,35 +47,92 @@ def cuda_or_error(device: str) -> None:
         raise SvdtoolError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or run on a GPU host")
 
 
-def open_generator(model: str, backend: str, device: str | None, precision: str, dtype: str) -> Session:
-    """Load the pipeline for `backend` ("openvino" or "torch") and its default generation settings."""
+def plan(model: str, backend: str, dtype: str = "fp32", device: str | None = None,
+         deepcache: DeepCacheSettings | None = None) -> Plan:
+    """Resolve `model` for `backend` from names, manifests and configs only (nothing is exported or loaded)."""
     if backend == "openvino":
+        if model in PRESETS or model in BUILTIN_MODELS:
+            source = resolve_source(model)
+            if deepcache is not None and deepcache.enabled:
+                check_branch(component_config(source, "unet"), deepcache.branch)
+            return Plan(backend, model, generation_defaults(source).as_dict())
+        from .loading import resolve_model_dir
+
+        folder = resolve_model_dir(model)
+        if deepcache is not None:
+            check_available(folder, deepcache)
+        return Plan(backend, str(folder), ir_generation_defaults(folder))
+    if deepcache is not None and deepcache.enabled:
+        raise SvdtoolError("--cache-interval above 1 (DeepCache) runs on the OpenVINO runtime, not --backend torch")
+    if backend == "torch":
+        if dtype not in TORCH_DTYPES:
+            raise SvdtoolError(f"--dtype must be fp32 or fp16, not {dtype!r}")
+        cuda_or_error((device or "cpu").lower())
+        if Path(model).is_dir() and (Path(model) / MANIFEST_NAME).is_file():
+            raise SvdtoolError(f"{model} is an OpenVINO IR folder; --backend torch needs a PyTorch source (preset, diffusers folder, Hub id)")
+        return Plan(backend, model, generation_defaults(resolve_source(model)).as_dict())
+    raise SvdtoolError(f"--backend must be openvino or torch, not {backend!r}")
+
+
+def ir_generation_defaults(folder: Path) -> dict[str, Any]:
+    """An IR folder's generation defaults, with the size multiple read from its UNet and VAE configs."""
+    manifest = read_manifest(folder)
+    configs = [json.loads((folder / part / "config.json").read_text()) for part in ("unet", "vae_decoder")]
+    return {**manifest["generation_defaults"], "size_multiple": size_multiple(*configs)}
+
+
+def named_model_ir(name: str, deepcache: DeepCacheSettings | None = None) -> Path:
+    """The IR of a named model, exported once into svdtool's cache on first use (so `generate` needs no setup); exported
+    again with DeepCache's IRs when a run asks for a branch the cached IR lacks."""
+    from svdtool.convert import export
+
+    from .deepcache import available_branches
+
+    folder = cache.named_model_ir(name)
+    exists = (folder / MANIFEST_NAME).is_file()
+    branches = available_branches(folder) if exists else []
+    if exists and deepcache is not None and deepcache.enabled and deepcache.branch not in branches:
+        console.print(f"Adding DeepCache branch {deepcache.branch} to the cached IR of {name!r}: exporting it again to {folder}")
+    elif not exists:
+        console.print(f"First use of {name!r} with OpenVINO: exporting it once to {folder} (`svdtool cache` lists and clears it)")
+    else:
+        return folder
+    if deepcache is not None and deepcache.enabled:
+        branches = sorted({*branches, deepcache.branch})
+    export(name, folder, overwrite=folder.exists(), cache_branches=tuple(branches))
+    return folder
+    return folder
+
+
+def open_session(target: Plan, device: str | None = None, precision: str = "auto", dtype: str = "fp32",
+                 deepcache: DeepCacheSettings | None = None) -> Session:
+    """Load (and for a named model on OpenVINO, export on first use) the pipeline `target` names."""
+    if target.backend == "openvino":
         from .loading import load_ov_pipeline
 
-        folder = preset_ir(model) if model in PRESETS or model in BUILTIN_MODELS else model
+        named = target.model in PRESETS or target.model in BUILTIN_MODELS
+        folder = named_model_ir(target.model, deepcache) if named else target.model
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision)
+        if deepcache is not None and deepcache.enabled:
+            pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         source = manifest.get("source", {})
         label = f"OpenVINO {pipeline._device} ({precision}) — {source.get('kind', '?')} {source.get('ref', '?')}"
         if source.get("random_weights"):
             label += " (random weights)"
         info = {"backend": "openvino", "model": str(folder), "device": pipeline._device, "precision": precision,
-                "source": source, "model_weights": manifest.get("weights"), "model_stage": manifest.get("stage")}
-        return Session(pipeline, manifest["generation_defaults"], label, info)
-    if backend == "torch":
-        if dtype not in TORCH_DTYPES:
-            raise SvdtoolError(f"--dtype must be fp32 or fp16, not {dtype!r}")
-        device = (device or "cpu").lower()
-        cuda_or_error(device)
-        if Path(model).is_dir() and (Path(model) / MANIFEST_NAME).is_file():
-            raise SvdtoolError(f"{model} is an OpenVINO IR folder; --backend torch needs a PyTorch source (preset, diffusers folder, Hub id)")
-        source = resolve_source(model)
-        pipeline = load_pipeline(source, TORCH_DTYPES[dtype]).to(device)
-        label = f"PyTorch {device} ({dtype}) — {source.label()}"
-        info = {"backend": "torch", "device": device, "dtype": dtype, "source": source.describe()}
-        if device.startswith("cuda"):
-            info["gpu"] = torch.cuda.get_device_name(device)
-        return Session(pipeline, generation_defaults(source).as_dict(), label, info)
-    raise SvdtoolError(f"--backend must be openvino or torch, not {backend!r}")
+                "source": source, "model_weights": manifest.get("weights"), "model_stage": manifest.get("stage"),
+                "cpu": cpu_info(), "deepcache": (deepcache or DeepCacheSettings()).as_dict()}
+        return Session(pipeline, target.defaults, label, info)
+    device = (device or "cpu").lower()
+    source = resolve_source(target.model)
+    pipeline = load_pipeline(source, TORCH_DTYPES[dtype]).to(device)
+    label = f"PyTorch {device} ({dtype}) — {source.label()}"
+    info = {"backend": "torch", "device": device, "dtype": dtype, "source": source.describe()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = cpu_info()
+    return Session(pipeline, target.defaults, label, info)
 
 
 def write_generation(result: GenerationResult, output: Path, session: Session, input_image: Path) -> Path:

@@ -60,6 +60,10 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
     lines += ["| component | inputs | outputs |", "|---|---|---|"]
     lines += [f"| {name} | {', '.join(f'`{k}` {v}' for k, v in info['inputs'].items())} | "
               f"{', '.join(f'`{k}` {v}' for k, v in info['outputs'].items())} |" for name, info in manifest.get("components", {}).items()]
+    requirement = manifest.get("cpu_requirement")
+    if requirement:
+        lines += ["", f"**CPU:** runs accurately on {requirement['runs_accurately_on']} (target `{requirement['target_cpu']}`"
+                  + (f": {requirement['why']})." if "why" in requirement else ")."), ""]
     quantization = manifest.get("quantization")
     if quantization:
         calibration = quantization["calibration"]
@@ -70,6 +74,11 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
         quality = quantization["quality_check"]["mean"]
         lines += ["", f"Quick check, FP vs quantized on {quantization['quality_check']['images']} held-out images (same seed): "
                   f"PSNR {quality['psnr_mean']:.2f} dB, SSIM {quality['ssim_mean']:.3f}."]
+        control = quantization.get("accuracy_control")
+        if control:
+            floats = sorted(name for names in control["kept_in_float"].values() for name in names)
+            lines += ["", f"Accuracy control (nncf): target {control['target_db']} dB, reached {control['reached_db']} dB "
+                      f"({'met' if control['met'] else 'NOT met'}; {control['metric']}); {len(floats)} UNet layers kept in float."]
     if validation:
         summary = validation["summary"]
         verdict = "PASS" if validation["pass"] else "FAIL"

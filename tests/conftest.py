@@ -17,6 +17,10 @@ from PIL import Image  # noqa: E402
 
 from svdtool.convert import export  # noqa: E402
 from svdtool.models import load_pipeline  # noqa: E402
+from svdtool.quantize import quantize  # noqa: E402
+from svdtool.runtime import GenerationSettings  # noqa: E402
+
+FAST = GenerationSettings(num_inference_steps=2, num_frames=4)  # calibration settings small enough for tests
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -52,3 +56,31 @@ def image_file(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("img") / "input.png"
     Image.fromarray(rgb).save(path)
     return path
+
+
+def synthetic_images(count: int, size=(96, 80)) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    images = []
+    for index in range(count):
+        y, x = np.mgrid[0 : size[1], 0 : size[0]]
+        base = np.stack([(x * (index + 1)) % 256, (y * 3) % 256, np.full_like(x, 40 * index)], -1)
+        images.append(Image.fromarray((base + rng.integers(0, 30, base.shape)).clip(0, 255).astype(np.uint8)))
+    return images
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    (folder / "nested").mkdir()
+    for index, image in enumerate(synthetic_images(5)):
+        image.save(folder / ("nested" if index % 2 else ".") / f"img{index}.png")
+    (folder / "broken.jpg").write_text("not an image")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def int8_dir(tiny_ir_fp16, calib_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "int8"
+    quantize(tiny_ir_fp16, out, str(calib_dir), samples=8, calib_settings=FAST)
+    return out

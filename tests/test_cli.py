@@ -76,7 +76,7 @@ def test_bad_unreadable_image(tmp_path, tiny_ir_fp32):
 
 
 def test_bad_size(tmp_path, image_file, tiny_ir_fp32):
-    bad(run("generate", "-i", image_file, "-o", tmp_path / "v.mp4", "-m", tiny_ir_fp32, "--height", "100"), "multiple of 64")
+    bad(run("generate", "-i", image_file, "-o", tmp_path / "v.mp4", "-m", tiny_ir_fp32, "--height", "100"), "multiple of 16")
 
 
 def test_bad_output_suffix(tmp_path, image_file, tiny_ir_fp32):

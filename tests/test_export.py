@@ -71,14 +71,14 @@ def test_existing_output_needs_overwrite(tiny_ir_fp32, tmp_path):
 
 def test_static_export_bakes_the_shape(tmp_path):
     manifest = export("tiny", tmp_path / "static", shape=ExportShape(128, 64, 3, static=True))
-    assert manifest["shape"] == {"static": True, "height": 128, "width": 64, "num_frames": 3, "batch_size": 1}
+    assert manifest["shape"] == {"static": True, "height": 128, "width": 64, "num_frames": 3, "batch_size": 1, "vae_scale": 8}
     unet = ov.Core().read_model(tmp_path / "static/unet/openvino_model.xml")
     assert unet.input("sample").get_partial_shape() == ov.PartialShape([2, 3, 8, 16, 8])
 
 
 @pytest.mark.parametrize("height,width", [(100, 64), (64, 0), (72, 64)])
 def test_impossible_shapes(tmp_path, height, width):
-    with pytest.raises(SvdtoolError, match="multiple of 64"):
+    with pytest.raises(SvdtoolError, match="multiple of 16"):  # tiny: VAE scale 8 x a two-level UNet
         export("tiny", tmp_path / "x", shape=ExportShape(height, width, 2, static=True))
     assert not (tmp_path / "x").exists()
 

@@ -63,7 +63,8 @@ def test_scenes_are_reproducible_and_labelled_by_motion():
 def test_training_script_resumes_from_the_shipped_model(tmp_path):
     out = tmp_path / "mini"
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
-               vae_batch=1, unet_batch=1, lr=1e-4, vae_lr=1e-4, decoder_only=True)
+               vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, decoder_only=True, latent_channels=4, workers=0,
+               pool_clips=4)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
     assert torch.equal(trained.vae.encoder.conv_in.weight, shipped.vae.encoder.conv_in.weight)

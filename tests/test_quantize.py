@@ -5,51 +5,30 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import FAST, synthetic_images
 from svdtool.cli import app
 from svdtool.errors import SvdtoolError
 from svdtool.quantize import QuantizeOptions, load_calibration_images, quantize
-from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
-
-FAST = GenerationSettings(num_inference_steps=2, num_frames=4)
+from svdtool.runtime import generate, load_image, load_ov_pipeline
 
 
-def synthetic_images(count: int, size=(96, 80)) -> list[Image.Image]:
-    rng = np.random.default_rng(0)
-    images = []
-    for index in range(count):
-        y, x = np.mgrid[0 : size[1], 0 : size[0]]
-        base = np.stack([(x * (index + 1)) % 256, (y * 3) % 256, np.full_like(x, 40 * index)], -1)
-        images.append(Image.fromarray((base + rng.integers(0, 30, base.shape)).clip(0, 255).astype(np.uint8)))
-    return images
-
-
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("calib")
-    (folder / "nested").mkdir()
-    for index, image in enumerate(synthetic_images(5)):
-        image.save(folder / ("nested" if index % 2 else ".") / f"img{index}.png")
-    (folder / "broken.jpg").write_text("not an image")
-    (folder / "notes.txt").write_text("ignored")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def int8_dir(tiny_ir_fp16, calib_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("q") / "int8"
-    quantize(tiny_ir_fp16, out, str(calib_dir), samples=8, calib_settings=FAST)
-    return out
+FLOAT_BY_DESIGN = ("conv_in", "conv_out", "time_embedding", "add_embedding", "time_emb_proj", "attn2", "time_pos_embed")
 
 
 def test_int8_unet_executes_in_int8(int8_dir):
+    """What must hold on every CPU: every convolution and linear layer outside the recipe's float set runs int8 kernels
+    (attention score MatMuls may stay float where the CPU lacks int8 attention kernels)."""
     manifest = json.loads((int8_dir / "svdtool.json").read_text())
     unet = manifest["quantization"]["components"]["unet"]
     fusion = unet["fusion"]
     assert unet["nncf"]["method"] == "nncf.quantize" and unet["nncf"]["model_type"] == "transformer"
-    assert fusion["conv_linear_int8_fraction"] >= 0.95
-    assert fusion["executed"]["Convolution"] == {"int8": sum(fusion["executed"]["Convolution"].values())}
+    assert unet["nncf"]["overflow_fix"] == "enable" and manifest["cpu_requirement"]["target_cpu"] == "any"
+    convolutions = fusion["executed"]["Convolution"]
+    assert convolutions.get("int8", 0) == sum(convolutions.values()) - 2  # all but conv_in and conv_out
+    for layer_type in ("Convolution", "FullyConnected"):
+        for name in fusion["not_int8"].get(layer_type, []):
+            assert any(key in name for key in FLOAT_BY_DESIGN), name
     assert fusion["fake_quantize_fused"] > 0.9 * fusion["fake_quantize_in_ir"]
-    assert all("time_pos_embed" in name for name in fusion["not_int8"].get("FullyConnected", []))
 
 
 def test_int8_manifest(int8_dir, tiny_ir_fp16):

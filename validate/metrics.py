@@ -6,6 +6,7 @@
 - noise: Immerkær (1996) fast noise sigma, σ = √(π/2) / (6 (W-2)(H-2)) · Σ |I ∗ M|, M = [[1,-2,1],[-2,4,-2],[1,-2,1]];
   mean over frames.
 - flicker: mean |Δ| of the per-frame mean intensity between consecutive frames.
+- colourfulness: mean CIELAB chroma √(a*² + b*²) of the RGB frames (0 for grey; a grey-green cast lowers it).
 - warp_error: Farneback flow from frame t+1 back to t; frame t warped along it; mean absolute error to frame
   t+1 in intensity levels, mean over pairs. motion: mean magnitude of that flow in pixels.
 - With a reference video of the same shape: per-frame PSNR (RGB, peak 255, capped at 100 dB for identical frames)
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -26,6 +26,8 @@ _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 def grayscale(frames: np.ndarray) -> np.ndarray:
     """uint8 [F, H, W, 3] RGB → uint8 [F, H, W]."""
+    import cv2  # imported here, not at the top: PSNR/SSIM/colourfulness run on GPU hosts without OpenCV
+
     return np.stack([cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in frames])
 
 
@@ -37,6 +39,8 @@ def temporal_mse(gray: np.ndarray) -> float:
 
 
 def sharpness(gray: np.ndarray) -> float:
+    import cv2
+
     return float(np.mean([cv2.Laplacian(frame, cv2.CV_64F).var() for frame in gray]))
 
 
@@ -45,6 +49,8 @@ def brightness(gray: np.ndarray) -> float:
 
 
 def noise_sigma(gray: np.ndarray) -> float:
+    import cv2
+
     sigmas = []
     for frame in gray.astype(np.float64):
         height, width = frame.shape
@@ -59,7 +65,17 @@ def flicker(gray: np.ndarray) -> float:
     return float(np.abs(np.diff(gray.astype(np.float64).mean(axis=(1, 2)))).mean())
 
 
+def colourfulness(frames: np.ndarray) -> float:
+    """Mean CIELAB chroma of uint8 RGB frames [F, H, W, 3] (or one frame [H, W, 3])."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(np.asarray(frames, dtype=np.float64) / 255.0)
+    return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
+
+
 def warp_error_and_motion(gray: np.ndarray) -> tuple[float, float]:
+    import cv2
+
     if len(gray) < 2:
         return 0.0, 0.0
     height, width = gray.shape[1:]
@@ -95,6 +111,7 @@ def video_metrics(frames: np.ndarray, reference: np.ndarray | None = None) -> di
         "brightness": brightness(gray),
         "noise": noise_sigma(gray),
         "flicker": flicker(gray),
+        "colourfulness": colourfulness(frames),
         "warp_error": warp,
         "motion": motion,
     }

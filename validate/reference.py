@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from svdtool.console import console, progress_task
+from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
 from svdtool.models import generation_defaults, load_pipeline, resolve_source
 from svdtool.outputs import atomic_output_dir, library_versions, sha256_file, write_manifest
@@ -62,7 +63,7 @@ def environment(device: str) -> dict[str, Any]:
         env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                    tf32=torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     else:
-        env["cpu"] = platform.processor() or platform.machine()
+        env["cpu"] = cpu_info()
     return env
 
 

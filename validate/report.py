@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from svdtool.cpu import cpu_label  # noqa: E402
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
 .pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}.media{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
@@ -58,6 +60,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _device_name(environment: dict[str, Any]) -> str:
+    cpu = environment.get("cpu", "")
+    return environment.get("gpu") or (cpu_label(cpu) if isinstance(cpu, dict) else str(cpu))
+
+
 def _verdict(ok: bool) -> str:
     return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
 
@@ -70,8 +77,9 @@ def write_html_report(path: Path, report: dict[str, Any], frames: dict[str, tupl
     parts = [
         f"<h1>svdtool validate — {_verdict(report['pass'])}</h1>",
         f"<p>Model <code>{html.escape(model['path'])}</code> ({html.escape(str(model['mode']))}, source "
-        f"{html.escape(source_text)}) on CPU ({html.escape(report['runtime']['precision'])}) vs PyTorch reference on "
-        f"{html.escape(reference['device'])} ({html.escape(reference['dtype'])}, {html.escape(str(reference['environment'].get('gpu', reference['environment'].get('cpu', ''))))}).</p>",
+        f"{html.escape(source_text)}) on {html.escape(cpu_label(report['runtime']['environment']['cpu']))}, "
+        f"{html.escape(report['runtime']['precision'])} execution, vs PyTorch reference on {html.escape(reference['device'])} "
+        f"({html.escape(reference['dtype'])}, {html.escape(_device_name(reference['environment']))}).</p>",
     ]
     summary = report["summary"]
     rows = [[key, summary["reference"][key], summary["runtime"][key]] for key in summary["reference"]]

@@ -13,13 +13,15 @@ from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.outputs import atomic_output_dir, read_manifest, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
+from svdtool.runtime.deepcache import DeepCacheSettings, check_available
+from svdtool.runtime.loading import check_precision
 
 from .metrics import per_frame_fidelity, video_metrics
 from .reference import environment, load_frames, make_reference, read_reference, save_frames, settings_of
 from .report import write_html_report
 from .thresholds import Thresholds
 
-SUMMARY_KEYS = ("temporal_mse", "sharpness", "brightness", "noise", "flicker", "warp_error", "motion")
+SUMMARY_KEYS = ("temporal_mse", "sharpness", "brightness", "noise", "flicker", "colourfulness", "warp_error", "motion")
 
 
 def validate(
@@ -33,14 +35,17 @@ def validate(
     settings: GenerationSettings = GenerationSettings(),
     reference_dtype: str = "fp16",
     precision: str = "auto",
+    deepcache: DeepCacheSettings = DeepCacheSettings(),
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Generate with the IR on the reference's images and settings; compare metrics; write report.json/.html.
 
     `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source) or a folder
-    made by `make_reference`. Returns the report; `report["pass"]` is the verdict.
+    made by `make_reference`; `deepcache` runs the IR with DeepCache. Returns the report; `report["pass"]` is the verdict.
     """
+    check_precision(precision)
     model_dir = Path(model_dir)
+    check_available(model_dir, deepcache)
     manifest = read_manifest(model_dir)
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
         if reference in ("gpu", "cpu"):
@@ -55,6 +60,7 @@ def validate(
         record = read_reference(ref_dir)
         run_settings = settings_of(record)
         pipeline, _ = load_ov_pipeline(model_dir, precision=precision)
+        pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
         with progress_task("validate", len(record["images"])) as advance:
             for entry in record["images"]:
@@ -80,7 +86,7 @@ def validate(
             "model": {"path": str(model_dir.resolve()), "stage": manifest.get("stage"), "source": manifest.get("source"),
                       "weights": manifest.get("weights"), "mode": manifest.get("quantization", {}).get("mode", "fp")},
             "reference": {k: record[k] for k in ("source", "device", "dtype", "environment", "created")},
-            "runtime": {"device": "CPU", "precision": precision, "environment": environment("cpu")},
+            "runtime": {"device": "CPU", "precision": precision, "deepcache": deepcache.as_dict(), "environment": environment("cpu")},
             "settings": run_settings.as_dict(),
             "thresholds": thresholds.as_dict(),
             "images": [{k: v for k, v in r.items() if k != "_frames"} for r in results],

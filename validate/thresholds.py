@@ -17,6 +17,7 @@ class Thresholds:
     max_sharpness_change: float = 0.20  # |Δ sharpness| / reference
     max_brightness_change: float = 3.0  # |Δ mean intensity|, levels of 255
     max_noise_increase: float = 0.20  # (runtime − reference) / reference noise sigma
+    max_colourfulness_change: float = 0.15  # |Δ mean Lab chroma| / reference
 
     @classmethod
     def load(cls, toml_file: str | Path | None = None, **overrides: float | None) -> "Thresholds":
@@ -53,5 +54,7 @@ class Thresholds:
             ("noise increase (relative)", (runtime["noise"] - reference["noise"]) / max(reference["noise"], 1e-9),
              f"≤ {self.max_noise_increase}",
              (runtime["noise"] - reference["noise"]) / max(reference["noise"], 1e-9) <= self.max_noise_increase),
+            ("|Δ colourfulness| (relative)", relative("colourfulness"), f"≤ {self.max_colourfulness_change}",
+             relative("colourfulness") <= self.max_colourfulness_change),
         ]
         return [{"check": name, "value": round(float(value), 4), "limit": limit, "pass": bool(ok)} for name, value, limit, ok in rows]

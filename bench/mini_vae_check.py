@@ -1,0 +1,124 @@
+"""svd-mini's VAE on photos it never saw: reconstruction PSNR (per channel), colourfulness kept, and the singular
+values of the temporal decoder's last colour-mixing layer (where v1 lost its colour).
+
+python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick]
+
+Each FOLDER is a diffusers SVD pipeline folder (or its `vae/`). Held-out photos (bench/heldout/, none of them in
+the training data): chelsea and coffee (scikit-image), china and flower (scikit-learn, CC BY 2.0) and grace_hopper
+(matplotlib). 128x128, resized as the pipeline does. `--pick` prints
+the folder to train on last: the fewest latent channels whose mean PSNR reaches TARGET_PSNR, else the best.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+from diffusers.video_processor import VideoProcessor
+from PIL import Image
+
+HERE = Path(__file__).parent
+PHOTOS = {path.stem: path for path in sorted((HERE / "heldout").glob("*.jpg"))}
+SIZE = 128
+TARGET_PSNR = 26.0
+
+
+def held_out_pixels(size: int = SIZE) -> dict[str, torch.Tensor]:
+    """Each held-out photo as the pipeline preprocesses it: (1, 3, size, size) in [-1, 1]."""
+    processor = VideoProcessor(vae_scale_factor=8)
+    return {name: processor.preprocess(Image.open(path).convert("RGB"), size, size) for name, path in PHOTOS.items()}
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    return ((pixels[0].float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def load_vae(folder: Path, device: str) -> AutoencoderKLTemporalDecoder:
+    folder = folder / "vae" if (folder / "vae").is_dir() else folder
+    return AutoencoderKLTemporalDecoder.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
+
+
+def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
+    """Singular values of the decoder's last layer summed over its 3 frame taps (a still video's colour matrix)."""
+    matrix = vae.decoder.time_conv_out.weight.detach().float().cpu().sum(dim=(2, 3, 4))
+    left, values, _ = torch.linalg.svd(matrix)
+    return {"singular_values": values.round(decimals=3).tolist(), "weakest_rgb_direction": left[:, -1].round(decimals=3).tolist()}
+
+
+@torch.no_grad()
+def check(folder: Path, device: str) -> tuple[dict, dict[str, np.ndarray]]:
+    from svdtool.validate.metrics import colourfulness, psnr_per_frame
+
+    vae = load_vae(folder, device)
+    rows, reconstructions = {}, {}
+    for name, pixels in held_out_pixels().items():
+        pixels = pixels.to(device)
+        latents = vae.encode(pixels).latent_dist.mode()
+        decoded = vae.decode(latents, num_frames=1).sample
+        original, rebuilt = to_uint8(pixels), to_uint8(decoded)
+        reconstructions[name] = rebuilt
+        rows[name] = {
+            "psnr": round(float(psnr_per_frame(rebuilt[None], original[None])[0]), 2),
+            "psnr_rgb": [round(float(psnr_per_frame(rebuilt[None, ..., c], original[None, ..., c])[0]), 2) for c in range(3)],
+            "colourfulness_ratio": round(colourfulness(rebuilt[None]) / max(colourfulness(original[None]), 1e-6), 3),
+        }
+    summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
+               "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
+               "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
+               "min_colourfulness_ratio": min(r["colourfulness_ratio"] for r in rows.values()),
+               "max_colourfulness_ratio": max(r["colourfulness_ratio"] for r in rows.values()),
+               "mixing": mixing_spectrum(vae), "photos": rows}
+    return summary, reconstructions
+
+
+def grid(path: Path, results: list[tuple[dict, dict[str, np.ndarray]]], labels: list[str]) -> None:
+    """Rows: held-out photos; columns: input, then each model's reconstruction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pixels = held_out_pixels()
+    figure, axes = plt.subplots(len(pixels), 1 + len(results), figsize=(2.2 * (1 + len(results)), 2.2 * len(pixels)), squeeze=False)
+    for row, name in enumerate(pixels):
+        images = [to_uint8(pixels[name])] + [recon[name] for _, recon in results]
+        titles = [f"{name} (input)"] + [f"{label}: {summary['photos'][name]['psnr']:.1f} dB, chroma ×{summary['photos'][name]['colourfulness_ratio']:.2f}"
+                                        for label, (summary, _) in zip(labels, results)]
+        for column, (image, title) in enumerate(zip(images, titles)):
+            axes[row, column].imshow(image)
+            axes[row, column].set_title(title, fontsize=7)
+            axes[row, column].axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> None:
+    args, options = [a for a in argv if not a.startswith("--")], {}
+    for flag in ("--json", "--grid", "--labels"):
+        if flag in argv:
+            options[flag] = argv[argv.index(flag) + 1]
+            args.remove(options[flag])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    folders = [Path(a) for a in args]
+    results = [check(folder, device) for folder in folders]
+    for summary, _ in results:
+        print(f"{summary['folder']}: {summary['latent_channels']} latent channels, {summary['parameters_m']} M, "
+              f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
+              f"mixing {summary['mixing']}", file=sys.stderr)
+    if "--json" in options:
+        Path(options["--json"]).write_text(json.dumps([summary for summary, _ in results], indent=2))
+    if "--grid" in options:
+        labels = options.get("--labels", ",".join(f.name for f in folders)).split(",")
+        grid(Path(options["--grid"]), results, labels)
+    if "--pick" in argv:
+        passing = [s for s, _ in results if s["mean_psnr"] >= TARGET_PSNR]
+        chosen = min(passing, key=lambda s: s["latent_channels"]) if passing else max((s for s, _ in results), key=lambda s: s["mean_psnr"])
+        print(chosen["folder"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,46 @@
+"""Quantize DeepCache's UNet pair (convert/deepcache.py) like the UNet itself.
+
+The full IR takes the UNet's inputs, so it is calibrated on the UNet's recorded samples; the shallow IR also takes
+the cached feature, which the FP full IR computes from each sample (the feature a shallow step reuses comes from an
+earlier step of the same video, and DeepCache rests on it changing little between steps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from svdtool.memory import release_memory
+
+from .fusion import fusion_report
+from .modes import QuantizeOptions, quantize_component
+
+OV_XML = "openvino_model.xml"
+CACHED_FEATURE = "cached_feature"
+
+
+def quantize_deepcache(model_dir: Path, out_dir: Path, unet_samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
+                       compress_to_fp16: bool) -> dict[str, Any]:
+    """Write the quantized pair of every branch of `model_dir/deepcache` under `out_dir/deepcache`; returns what was done."""
+    core, report = ov.Core(), {}
+    for branch_dir in sorted((Path(model_dir) / "deepcache").glob("branch_*")):
+        full = core.read_model(branch_dir / "full" / OV_XML)
+        fp_full = core.compile_model(full, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        samples = {"full": unet_samples,
+                   "shallow": [{**sample, CACHED_FEATURE: fp_full(sample)[1]} for sample in unet_samples]}
+        del fp_full
+        for kind in ("full", "shallow"):
+            model = full if kind == "full" else core.read_model(branch_dir / "shallow" / OV_XML)
+            quantized = quantize_component("unet", model, samples[kind], options)
+            target = Path(out_dir) / "deepcache" / branch_dir.name / kind
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "config.json").write_bytes((branch_dir / kind / "config.json").read_bytes())
+            ov.save_model(quantized, target / OV_XML, compress_to_fp16=compress_to_fp16)
+            report[f"{branch_dir.name}/{kind}"] = {"nncf": options.nncf_parameters("unet"), "calibration_samples": len(samples[kind]),
+                                                  "fusion": fusion_report(quantized)}
+            del model, quantized
+            release_memory()
+    return report

@@ -1,0 +1,27 @@
+"""The `svdtool` command: a thin typer layer over the library, one module per command group (as huggingface_hub's
+`hf`). Heavy imports happen inside each command, so `--help` is instant. Help text is plain (no rich markup), so
+brackets such as `[thresholds]` print as written."""
+
+from __future__ import annotations
+
+import typer
+
+from . import bench, cache, export, generate, push, quantize, validate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push.")
+app.command()(export.export)
+app.command()(generate.generate)
+app.command()(quantize.quantize)
+app.command()(quantize.inspect)
+app.command()(validate.validate)
+app.command()(validate.reference)
+app.command()(validate.metrics)
+app.command()(push.push)
+app.command()(bench.bench)
+app.add_typer(cache.app, name="cache")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,5 @@
+"""`python -m svdtool.cli` runs the `svdtool` command."""
+
+from . import main
+
+main()
