@@ -108,3 +108,21 @@ def test_missing_branch_and_torch_backend_are_refused(tiny_ir_fp32, image_file, 
     assert result.exit_code == 2 and "runs on the OpenVINO runtime" in result.output
     result = runner.invoke(app, ["export", "tiny", "-o", str(tmp_path / "x"), "--cache-branch", "1"])
     assert result.exit_code == 2 and "branches 0-0" in result.output and not (tmp_path / "x").exists()
+
+
+def test_quantize_writes_the_quantized_pair(tiny_cached, calib_dir, image_file, tmp_path):
+    """`svdtool quantize` quantizes DeepCache's pair too, and the quantized folder runs with caching on."""
+    from PIL import Image
+
+    from conftest import FAST
+    from svdtool.quantize import quantize
+
+    manifest = quantize(tiny_cached, tmp_path / "int8", str(calib_dir), samples=4, calib_settings=FAST)
+    report = manifest["quantization"]["components"]["deepcache"]
+    assert set(report) == {"branch_0/full", "branch_0/shallow"}
+    for kind in ("full", "shallow"):
+        assert report[f"branch_0/{kind}"]["calibration_samples"] == 4
+        assert report[f"branch_0/{kind}"]["fusion"]["conv_linear_int8"] > 0, kind  # int8 kernels execute in both
+        assert (tmp_path / "int8" / "deepcache" / "branch_0" / kind / "openvino_model.xml").is_file()
+    cached, pipeline = _video(tmp_path / "int8", Image.open(image_file).convert("RGB"), interval=2)
+    assert pipeline.deepcache.calls == {"full": 3, "shallow": 3} and cached.frames.std() > 0
