@@ -84,6 +84,7 @@ def test_vnni_target_is_recorded_and_warned_about(vnni_dir):
     assert "was quantized for CPUs with VNNI or AMX" in " ".join((shown.stdout + shown.stderr).split())
 
 
+@pytest.mark.slow  # four UNet quantizations (~3 min): `pytest -m slow`
 def test_accuracy_target_trades_layers_for_quality(tiny_ir_fp16, calib_dir, tmp_path):
     """A strict target keeps more UNet layers in float than a loose one, and each is met. The targets are set from
     what this CPU can reach: a target just under the FP IR's own score (bf16 or f32 execution, depending on the CPU)
