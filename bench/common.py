@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -15,11 +14,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
-    flags = Path("/proc/cpuinfo").read_text()
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
-    return {"cpu": model, "isa": isa, "cores": psutil.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    """This machine for result files: svdtool's own CPU detection (model, ISA, int8 dot product), cores and RAM."""
+    from svdtool.cpu import cpu_info
+
+    info = cpu_info()
+    return {"cpu": info["model"], "isa": info["isa"], "int8_dot_product": info["int8_dot_product"], "cores": psutil.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def timed(function: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str, float]:

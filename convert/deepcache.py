@@ -16,9 +16,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CACHED_FEATURE = "cached_feature"
-
-
 def feature_channels(unet_config: dict, branch: int) -> int:
     """Channels of branch K's cached feature: the output of up_blocks[n-2-K], whose width is block_out_channels[K+1]."""
     return unet_config["block_out_channels"][branch + 1]

@@ -19,9 +19,9 @@ from svdtool.memory import PeakRSS
 from svdtool.models import Source, component_config, generation_defaults, load_component, resolve_source
 from svdtool.outputs import atomic_output_dir, write_manifest
 
-from svdtool.runtime.deepcache import check_branch
+from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
 
-from .deepcache import CACHED_FEATURE, DeepCacheFullWrapper, DeepCacheShallowWrapper, feature_channels
+from .deepcache import DeepCacheFullWrapper, DeepCacheShallowWrapper, feature_channels
 from .wrappers import (
     ExportShape,
     ImageEncoderWrapper,

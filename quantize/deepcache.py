@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from svdtool.convert import OV_XML
 from svdtool.memory import release_memory
+from svdtool.runtime.deepcache import CACHED_FEATURE
 
 from .fusion import fusion_report
 from .modes import QuantizeOptions, quantize_component
 
-OV_XML = "openvino_model.xml"
-CACHED_FEATURE = "cached_feature"
 
 
 def quantize_deepcache(model_dir: Path, out_dir: Path, unet_samples: list[dict[str, np.ndarray]], options: QuantizeOptions,

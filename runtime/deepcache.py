@@ -14,7 +14,8 @@ import openvino as ov
 
 from svdtool.errors import SvdtoolError
 
-OV_XML = "openvino_model.xml"
+from .parts import OV_XML
+
 CACHED_FEATURE = "cached_feature"
 SCHEDULES = ("uniform", "front")
 

@@ -16,6 +16,8 @@ from diffusers.utils import BaseOutput
 from optimum.intel.openvino.modeling_diffusion import OVModelUnet, OVModelVae, OVModelVaeDecoder, OVPipelinePart
 from transformers.modeling_outputs import ModelOutput
 
+OV_XML = "openvino_model.xml"  # each part's IR file in its folder (optimum-intel's layout)
+
 
 class OVImageEncoder(OVPipelinePart):
     """CLIP vision tower with projection: pixel_values → `.image_embeds`."""

@@ -14,12 +14,11 @@ from optimum.intel.openvino.modeling_diffusion import OVDiffusionPipeline
 from svdtool import logs
 
 from .deepcache import DeepCacheRunner, DeepCacheSettings, check_available
-from .parts import OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
+from .parts import OV_XML, OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
 
 logs.adopt("optimum", "nncf", "torch")  # optimum-intel imports nncf, which imports torch's extension loader
 
 IMAGE_ENCODER = "image_encoder"
-OV_XML = "openvino_model.xml"
 
 
 class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPipeline):
