@@ -3,9 +3,11 @@
 python bench/deepcache.py mini    svd-mini FP16 IR and its `svdtool quantize` INT8 (examples/calibration), 128x128x8,
                                   25 steps, 3 held-out photos: whole-video and UNet time, and quality against the same
                                   IR without caching (PSNR, SSIM, temporal MSE, warp error) -> results/deepcache_mini.*
-python bench/deepcache.py svd-xt  svd-xt (random weights), 256x256x8, batch 2: time of one plain / full / shallow UNet
-                                  call per branch, the UNet time of a 25-step video each schedule implies, and one
-                                  whole video (10 steps) with and without the fastest -> results/deepcache_svd-xt.*
+python bench/deepcache.py svd-xt  svd-xt (random weights), FP16 IR, 256x256x8, 25 steps (DEEPCACHE_STEPS), batch 2:
+                                  one whole video per (interval, branch), its UNet time and speed-ups against no caching
+                                  -> results/deepcache_svd-xt.*
+python bench/deepcache.py svd-xt-int8 FP16_DIR INT8_DIR   the same, stacked on the default INT8 (branch 0) against the
+                                  FP16 IR without caching -> results/deepcache_svd-xt-int8.*
 Every figure comes from one run on this machine (named in the results); IRs are cached in bench/.cache/deepcache/.
 """
 
@@ -25,10 +27,12 @@ HERE = Path(__file__).parent
 CACHE = HERE / ".cache" / "deepcache"
 PHOTOS = ("chelsea", "coffee", "flower")
 ROUNDS = 3
-BRANCHES_XT = (0,)  # each branch is another ~3 GB full IR to export; branch 1 and 2 recompute more (see svd-mini)
+BRANCHES_XT = (0, 1)  # each branch is another ~3 GB full IR to export; branch 2 recomputes nearly all (see svd-mini)
 # (interval, branch, schedule); (1, 0, uniform) is DeepCache off.
 CONFIGS = [(1, 0, "uniform"), (2, 0, "uniform"), (3, 0, "uniform"), (5, 0, "uniform"), (3, 0, "front"), (5, 0, "front"),
            (2, 1, "uniform"), (3, 1, "uniform"), (5, 1, "uniform")]
+# svd-xt, most telling first (a device call is bounded): off, branch 0 at 3/5/2, branch 1 at 3/5.
+CONFIGS_XT = [(1, 0, "uniform"), (3, 0, "uniform"), (5, 0, "uniform"), (2, 0, "uniform"), (3, 1, "uniform"), (5, 1, "uniform")]
 
 
 def folders(name: str, branches: tuple[int, ...], int8: bool) -> dict[str, Path]:
@@ -136,59 +140,67 @@ def plot(rows: list[dict]) -> None:
 
 
 def run_svd_xt() -> None:
-    import json
-
-    import openvino as ov
-
-    from svdtool.convert.wrappers import ExportShape, example_inputs
-    from svdtool.runtime.deepcache import DeepCacheSettings
-
     folder = folders("svd-xt", BRANCHES_XT, int8=False)["FP16 IR"]
-    config = json.loads((folder / "unet" / "config.json").read_text())
-    inputs = {key: value.numpy() for key, value in example_inputs("unet", ExportShape(256, 256, 8), config).items()}
-    core = ov.Core()
+    svd_xt_videos("deepcache_svd-xt", [("FP16 IR", folder, config) for config in CONFIGS_XT])
 
-    def call_time(xml: Path, extra: dict | None = None) -> tuple[float, list]:
-        compiled = core.compile_model(xml, "CPU")
-        outputs = compiled({**inputs, **(extra or {})})
-        runs = []
-        for _ in range(2):
-            start = time.perf_counter()
-            compiled({**inputs, **(extra or {})})
-            runs.append(time.perf_counter() - start)
-        del compiled
-        return statistics.median(runs), [outputs[i] for i in range(len(outputs))]
 
-    plain, _ = call_time(folder / "unet" / "openvino_model.xml")
-    branches = {}
-    for branch in BRANCHES_XT:
-        full, outputs = call_time(folder / "deepcache" / f"branch_{branch}" / "full" / "openvino_model.xml")
-        shallow, _ = call_time(folder / "deepcache" / f"branch_{branch}" / "shallow" / "openvino_model.xml", {"cached_feature": outputs[1]})
-        branches[branch] = {"full_s": round(full, 3), "shallow_s": round(shallow, 3), "shallow_share": round(shallow / plain, 3)}
-        print(branch, branches[branch], flush=True)
-    schedules = []
-    for interval, branch, schedule in CONFIGS:
-        if interval == 1 or branch not in BRANCHES_XT:
-            continue
-        full_calls = len(DeepCacheSettings(interval, branch, schedule).full_steps(25))
-        unet = full_calls * branches[branch]["full_s"] + (25 - full_calls) * branches[branch]["shallow_s"]
-        schedules.append({"interval": interval, "branch": branch, "schedule": schedule, "full_calls": full_calls,
-                          "unet_s_25_steps": round(unet, 1), "unet_speedup": round(25 * plain / unet, 2)})
-    result = {"machine": machine(), "model": "svd-xt (random weights), FP16 IR, default precision",
-              "shape": "256x256, 8 frames, batch 2 (guidance)", "plain_unet_call_s": round(plain, 3), "branches": branches,
-              "schedules": schedules}
-    lines = ["# DeepCache on svd-xt (random weights)", "",
-             f"{machine()['cpu']} ({', '.join(machine()['isa'])}), {machine()['cores']} cores; FP16 IR at the default "
-             f"precision; {result['shape']}; median of 2 calls after a warm-up, one run. Plain UNet call: {plain:.2f} s.", "",
-             "| branch | full UNet call (s) | shallow UNet call (s) | shallow / plain |", "|---|---|---|---|"]
-    lines += [f"| {b} | {v['full_s']} | {v['shallow_s']} | {v['shallow_share']:.0%} |" for b, v in branches.items()]
-    lines += ["", "UNet time of a 25-step video implied by the measured calls:", "",
-              "| interval | branch | schedule | full calls | UNet s | UNet speed-up |", "|---|---|---|---|---|---|",
-              f"| 1 (off) | - | - | 25 | {25 * plain:.1f} | 1.00× |"]
-    lines += [f"| {s['interval']} | {s['branch']} | {s['schedule']} | {s['full_calls']} | {s['unet_s_25_steps']} | {s['unet_speedup']}× |"
-              for s in schedules]
-    save("deepcache_svd-xt", result, "\n".join(lines) + "\n")
+def run_svd_xt_int8() -> None:
+    """Stacked on the default INT8: `deepcache.py svd-xt-int8 FP16_DIR INT8_DIR` (folders made by svdtool export
+    --cache-branch 0 and svdtool quantize, see bench/server_deepcache.sh)."""
+    fp16, int8 = Path(sys.argv[2]), Path(sys.argv[3])
+    runs = [("FP16 IR", fp16, (1, 0, "uniform"))] + [("INT8 (svdtool default)", int8, config) for config in CONFIGS_XT if config[1] == 0]
+    svd_xt_videos("deepcache_svd-xt-int8", runs)
+
+
+def svd_xt_videos(name: str, runs: list[tuple[str, Path, tuple[int, int, str]]]) -> None:
+    """One whole svd-xt video per (IR, DeepCache setting) at 256x256x8; speed-ups against the first run."""
+    import json
+    import os
+
+    from PIL import Image
+
+    from svdtool.runtime import GenerationSettings, generate
+    from svdtool.runtime.loading import load_ov_pipeline
+
+    steps = int(os.environ.get("DEEPCACHE_STEPS", 25))
+    image = Image.open(HERE / "heldout" / f"{PHOTOS[0]}.jpg").convert("RGB")
+    partial = Path(os.environ.get("DEEPCACHE_PARTIAL", HERE / "results" / f"{name}.partial.jsonl"))
+    rows, loaded = [], {}
+    for label, folder, (interval, branch, schedule) in runs:
+        if label not in loaded:
+            loaded.clear()  # one IR's compiled models in memory at a time
+            loaded[label] = load_ov_pipeline(folder)
+        pipeline, manifest = loaded[label]
+        settings, warmup = (GenerationSettings(height=256, width=256, num_frames=8, decode_chunk_size=8, num_inference_steps=n)
+                            .resolved(manifest["generation_defaults"]) for n in (steps, 2))
+        pipeline.enable_deepcache(interval, branch, schedule)
+        generate(pipeline, image, warmup, show_progress=False)  # compiles the full (and shallow) IR at this shape
+        before = dict(pipeline.deepcache.calls) if pipeline.deepcache else {}
+        result = generate(pipeline, image, settings, show_progress=False)
+        calls = ({kind: count - before[kind] for kind, count in pipeline.deepcache.calls.items()} if pipeline.deepcache
+                 else {"full": steps, "shallow": 0})
+        rows.append({"ir": label, "interval": interval, "branch": branch, "schedule": schedule, "full_calls": calls["full"],
+                     "shallow_calls": calls["shallow"], "video_s": round(result.timings["total"], 2),
+                     "unet_s": round(result.timings["unet"], 2), "vae_decoder_s": round(result.timings["vae_decoder"], 2)})
+        print(rows[-1], flush=True)
+        with partial.open("a") as stream:
+            stream.write(json.dumps(rows[-1]) + "\n")
+    for row in rows:
+        row["video_speedup"] = round(rows[0]["video_s"] / row["video_s"], 2)
+        row["unet_speedup"] = round(rows[0]["unet_s"] / row["unet_s"], 2)
+    result = {"machine": machine(), "model": "svd-xt (random weights), default precision",
+              "shape": f"256x256, 8 frames, {steps} steps, batch 2 (guidance), decode chunk 8", "rows": rows}
+    lines = ["# DeepCache on svd-xt (random weights): whole videos", "",
+             f"{machine()['cpu']} ({', '.join(machine()['isa'])}), {machine()['cores']} cores; default precision; "
+             f"{result['shape']}; one video per setting after a 2-step warm-up that compiles its IRs, one run; speed-ups "
+             f"against the first row. Random weights make the frames meaningless, so quality is measured on svd-mini.", "",
+             "| IR | interval | branch | full / shallow UNet calls | s / video | UNet s | video speed-up | UNet speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['ir']} | {'1 (off)' if r['interval'] == 1 else r['interval']} | {r['branch'] if r['interval'] > 1 else '-'} | "
+              f"{r['full_calls']} / {r['shallow_calls']} | {r['video_s']} | {r['unet_s']} | {r['video_speedup']}× | "
+              f"{r['unet_speedup']}× |" for r in rows]
+    save(name, result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
-    {"mini": run_mini, "svd-xt": run_svd_xt}[sys.argv[1]]()
+    {"mini": run_mini, "svd-xt": run_svd_xt, "svd-xt-int8": run_svd_xt_int8}[sys.argv[1]]()

@@ -14,7 +14,7 @@ import numpy as np
 import openvino as ov
 
 from svdtool.convert import OV_XML
-from svdtool.memory import release_memory
+from svdtool.memory import PeakRSS, release_memory
 from svdtool.runtime.deepcache import CACHED_FEATURE
 
 from .fusion import fusion_report
@@ -24,7 +24,8 @@ from .modes import QuantizeOptions, quantize_component
 
 def quantize_deepcache(model_dir: Path, out_dir: Path, unet_samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
                        compress_to_fp16: bool) -> dict[str, Any]:
-    """Write the quantized pair of every branch of `model_dir/deepcache` under `out_dir/deepcache`; returns what was done."""
+    """Write the quantized pair of every branch of `model_dir/deepcache` under `out_dir/deepcache`; returns one report
+    per IR, keyed like a component ("deepcache/branch_0/full") and shaped like the other components' reports."""
     core, report = ov.Core(), {}
     for branch_dir in sorted((Path(model_dir) / "deepcache").glob("branch_*")):
         full = core.read_model(branch_dir / "full" / OV_XML)
@@ -33,14 +34,22 @@ def quantize_deepcache(model_dir: Path, out_dir: Path, unet_samples: list[dict[s
                    "shallow": [{**sample, CACHED_FEATURE: fp_full(sample)[1]} for sample in unet_samples]}
         del fp_full
         for kind in ("full", "shallow"):
-            model = full if kind == "full" else core.read_model(branch_dir / "shallow" / OV_XML)
-            quantized = quantize_component("unet", model, samples[kind], options)
-            target = Path(out_dir) / "deepcache" / branch_dir.name / kind
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "config.json").write_bytes((branch_dir / kind / "config.json").read_bytes())
-            ov.save_model(quantized, target / OV_XML, compress_to_fp16=compress_to_fp16)
-            report[f"{branch_dir.name}/{kind}"] = {"nncf": options.nncf_parameters("unet"), "calibration_samples": len(samples[kind]),
-                                                  "fusion": fusion_report(quantized)}
-            del model, quantized
-            release_memory()
+            with PeakRSS() as peak:
+                model = full if kind == "full" else core.read_model(branch_dir / "shallow" / OV_XML)
+                quantized = quantize_component("unet", model, samples[kind], options)
+                target = Path(out_dir) / "deepcache" / branch_dir.name / kind
+                target.mkdir(parents=True, exist_ok=True)
+                (target / "config.json").write_bytes((branch_dir / kind / "config.json").read_bytes())
+                ov.save_model(quantized, target / OV_XML, compress_to_fp16=compress_to_fp16)
+                fusion = fusion_report(quantized)
+                del model, quantized
+                release_memory()
+            report[f"deepcache/{branch_dir.name}/{kind}"] = {
+                "nncf": options.nncf_parameters("unet"), "calibration_samples": len(samples[kind]),
+                "bytes_before": ir_bytes(branch_dir / kind), "bytes_after": ir_bytes(target),
+                "seconds": round(peak.seconds, 1), "peak_rss_gb": round(peak.peak_gb, 2), "fusion": fusion}
     return report
+
+
+def ir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).glob("openvino_model.*"))

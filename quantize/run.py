@@ -25,7 +25,7 @@ from svdtool.outputs import atomic_output_dir, read_manifest, verify_files, writ
 from svdtool.runtime import GenerationSettings, generate, load_ov_pipeline
 
 from .calibration import load_calibration_images
-from .deepcache import quantize_deepcache
+from .deepcache import ir_bytes, quantize_deepcache
 from .fusion import fusion_report
 from .accuracy import quantize_to_target
 from .modes import CPU_TARGETS, MODES, QuantizeOptions, quantize_component
@@ -118,8 +118,8 @@ def quantize(
                     "nncf": options.nncf_parameters(name) if name != "unet" or accuracy_control is None
                     else {"method": "nncf.quantize_with_accuracy_control", **accuracy_control},
                     "calibration_samples": len(data[name]),
-                    "bytes_before": _ir_bytes(model_dir / name),
-                    "bytes_after": _ir_bytes(tmp / name),
+                    "bytes_before": ir_bytes(model_dir / name),
+                    "bytes_after": ir_bytes(tmp / name),
                     "seconds": round(peak.seconds, 1),
                     "peak_rss_gb": round(peak.peak_gb, 2),
                     "fusion": fusion,
@@ -127,7 +127,7 @@ def quantize(
                 advance()
         if (model_dir / "deepcache").is_dir():
             with progress_task(f"quantize DeepCache UNets ({options.mode})", 1) as advance:
-                report["deepcache"] = quantize_deepcache(model_dir, tmp, data["unet"], options, compress_to_fp16)
+                report.update(quantize_deepcache(model_dir, tmp, data["unet"], options, compress_to_fp16))
                 advance()
         quality = quality_check(model_dir, tmp, holdout, settings, source_manifest["generation_defaults"])
         manifest = {
@@ -217,7 +217,3 @@ def _copy_non_ir_files(source: Path, target: Path) -> None:
             shutil.copytree(item, target / item.name)
         elif item.name != "svdtool.json":
             shutil.copy2(item, target / item.name)
-
-
-def _ir_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.glob("openvino_model.*"))

@@ -21,9 +21,12 @@ def fusion_table(reports: dict[str, dict[str, Any]], title: str) -> Table:
                 classes[kind] = classes.get(kind, 0) + count
         weights_only = sum(count for kind, count in classes.items() if kind.endswith("-weights"))
         floating = report["conv_linear_total"] - report["conv_linear_int8"] - weights_only
-        table.add_row(name, f"{report['conv_linear_int8']}/{report['conv_linear_total']}",
+        label = name.replace("deepcache/branch_", "DC ").replace("/", " ")  # "DC 0 shallow": fits 80 columns
+        table.add_row(label, f"{report['conv_linear_int8']}/{report['conv_linear_total']}",
                       f"{100 * report['conv_linear_int8_fraction']:.0f}%", str(weights_only), str(floating),
                       f"{report['fake_quantize_fused']}/{report['fake_quantize_executing']}")
         int8_kernels |= {kernel for kernel in report["kernels"] if kernel.lower().endswith("_i8")}
     table.caption = "int8 kernels: " + (", ".join(sorted(int8_kernels)) or "none")
+    if any(name.startswith("deepcache/") for name in reports):
+        table.caption += "\nDC K full/shallow: DeepCache's UNet pair of branch K"
     return table

@@ -111,18 +111,47 @@ def test_missing_branch_and_torch_backend_are_refused(tiny_ir_fp32, image_file, 
 
 
 def test_quantize_writes_the_quantized_pair(tiny_cached, calib_dir, image_file, tmp_path):
-    """`svdtool quantize` quantizes DeepCache's pair too, and the quantized folder runs with caching on."""
+    """`svdtool quantize` quantizes DeepCache's pair too, reports it like a component (fusion table, sizes), and the
+    quantized folder runs with caching on."""
     from PIL import Image
 
-    from conftest import FAST
-    from svdtool.quantize import quantize
-
-    manifest = quantize(tiny_cached, tmp_path / "int8", str(calib_dir), samples=4, calib_settings=FAST)
-    report = manifest["quantization"]["components"]["deepcache"]
-    assert set(report) == {"branch_0/full", "branch_0/shallow"}
+    result = CliRunner().invoke(app, ["quantize", str(tiny_cached), "--calib", str(calib_dir), "-o", str(tmp_path / "int8"),
+                                      "--samples", "4", "--calib-frames", "4", "--calib-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "DC 0 shallow" in result.output and "Traceback" not in result.output
+    components = json.loads((tmp_path / "int8" / "svdtool.json").read_text())["quantization"]["components"]
     for kind in ("full", "shallow"):
-        assert report[f"branch_0/{kind}"]["calibration_samples"] == 4
-        assert report[f"branch_0/{kind}"]["fusion"]["conv_linear_int8"] > 0, kind  # int8 kernels execute in both
+        report = components[f"deepcache/branch_0/{kind}"]
+        assert report["calibration_samples"] == 4 and report["bytes_after"] > 0
+        assert report["fusion"]["conv_linear_int8"] > 0, kind  # int8 kernels execute in both
         assert (tmp_path / "int8" / "deepcache" / "branch_0" / kind / "openvino_model.xml").is_file()
     cached, pipeline = _video(tmp_path / "int8", Image.open(image_file).convert("RGB"), interval=2)
     assert pipeline.deepcache.calls == {"full": 3, "shallow": 3} and cached.frames.std() > 0
+
+
+def test_validate_against_the_uncached_run(tiny_cached, image_file, tmp_path):
+    """`validate --reference uncached`: the same IR without DeepCache is the reference; its PSNR is the one measured
+    directly between the two videos; without caching there is nothing to compare, a one-line error."""
+    import shutil
+
+    from PIL import Image
+
+    from svdtool.validate import video_metrics
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(image_file, images / "a.png")
+    size = ["--frames", "4", "--steps", "6", "--height", "64", "--width", "64", "--precision", "f32"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", str(tiny_cached), "--reference", "uncached", "--images", str(images),
+                                 "-o", str(tmp_path / "r0"), *size])
+    assert result.exit_code == 2 and "add --cache-interval 2 or more" in " ".join(result.output.split())
+    assert not (tmp_path / "r0").exists()
+    result = runner.invoke(app, ["validate", str(tiny_cached), "--reference", "uncached", "--images", str(images),
+                                 "-o", str(tmp_path / "r"), "--cache-interval", "2", "--min-psnr", "20", *size])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["reference"]["source"]["deepcache"] == "off" and report["runtime"]["deepcache"]["interval"] == 2
+    plain, _ = _video(tiny_cached, Image.open(image_file).convert("RGB"), interval=1)
+    cached, _ = _video(tiny_cached, Image.open(image_file).convert("RGB"), interval=2)
+    assert report["images"][0]["runtime"]["psnr_mean"] == pytest.approx(video_metrics(cached.frames, plain.frames)["psnr_mean"], abs=1e-3)
+    assert result.exit_code == (0 if report["pass"] else 1)

@@ -90,34 +90,42 @@ def make_reference(
     settings = settings.resolved(generation_defaults(resolved))
     pipeline = load_pipeline(resolved, TORCH_DTYPES[dtype]).to(device)
     console.print(f"Reference: {resolved.label()} on {device} ({dtype}), {len(files)} images")
+    with atomic_output_dir(Path(out_dir), overwrite) as tmp:
+        return record_reference(pipeline, files, tmp, settings, source=resolved.describe(), device=device, dtype=dtype)
+
+
+def record_reference(pipeline: Any, files: list[Path], folder: Path, settings: GenerationSettings, *, source: dict[str, Any],
+                     device: str, dtype: str) -> dict[str, Any]:
+    """Generate with `pipeline` (PyTorch, or an IR for `validate --reference uncached`) for every file and write the
+    reference folder's inputs, frames and reference.json into `folder`. Returns the record."""
     entries = []
-    with atomic_output_dir(Path(out_dir), overwrite) as tmp, progress_task("reference", len(files)) as advance:
+    with progress_task("reference", len(files)) as advance:
         for file in files:
             stem = file.stem
-            (tmp / "inputs").mkdir(exist_ok=True)
-            shutil.copy2(file, tmp / "inputs" / file.name)
+            (folder / "inputs").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, folder / "inputs" / file.name)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             result = generate(pipeline, load_image(file), settings, show_progress=False)
-            save_frames(result.frames, tmp / "frames" / stem)
+            save_frames(result.frames, folder / "frames" / stem)
             entry = {"image": f"inputs/{file.name}", "sha256": sha256_file(file), "frames": f"frames/{stem}",
                      "timings_seconds": result.timings, "metrics": video_metrics(result.frames)}
             if device.startswith("cuda"):
                 entry["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             entries.append(entry)
             advance()
-        record = {
-            "stage": "reference",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": resolved.describe(),
-            "device": device,
-            "dtype": dtype,
-            "settings": settings.as_dict(),
-            "environment": environment(device),
-            "images": entries,
-        }
-        (tmp / REFERENCE_JSON).write_text(json.dumps(record, indent=2))
-        write_manifest(tmp, {"stage": "reference", "source": resolved.describe(), "reference": REFERENCE_JSON})
+    record = {
+        "stage": "reference",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "device": device,
+        "dtype": dtype,
+        "settings": settings.as_dict(),
+        "environment": environment(device),
+        "images": entries,
+    }
+    (folder / REFERENCE_JSON).write_text(json.dumps(record, indent=2))
+    write_manifest(folder, {"stage": "reference", "source": source, "reference": REFERENCE_JSON})
     return record
 
 

@@ -15,9 +15,11 @@ from svdtool.outputs import atomic_output_dir, read_manifest, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
 from svdtool.runtime.deepcache import DeepCacheSettings, check_available
 from svdtool.runtime.loading import check_precision
+from svdtool.runtime.session import ir_generation_defaults
 
 from .metrics import per_frame_fidelity, video_metrics
-from .reference import environment, load_frames, make_reference, read_reference, save_frames, settings_of
+from .reference import (environment, list_images, load_frames, make_reference, read_reference, record_reference,
+                        save_frames, settings_of)
 from .report import write_html_report
 from .thresholds import Thresholds
 
@@ -40,26 +42,32 @@ def validate(
 ) -> dict[str, Any]:
     """Generate with the IR on the reference's images and settings; compare metrics; write report.json/.html.
 
-    `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source) or a folder
-    made by `make_reference`; `deepcache` runs the IR with DeepCache. Returns the report; `report["pass"]` is the verdict.
+    `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source), "uncached" (the
+    same IR on this CPU without DeepCache: what caching alone changes) or a folder made by `make_reference`;
+    `deepcache` runs the IR with DeepCache. Returns the report; `report["pass"]` is the verdict.
     """
     check_precision(precision)
     model_dir = Path(model_dir)
     check_available(model_dir, deepcache)
     manifest = read_manifest(model_dir)
+    live = reference in ("gpu", "cpu", "uncached")
+    if live and images is None:
+        raise SvdtoolError(f"--images DIR is needed with --reference {reference}")
+    if reference == "uncached" and not deepcache.enabled:
+        raise SvdtoolError("--reference uncached compares DeepCache with the same IR without it: add --cache-interval 2 or more")
+    files = list_images(images) if live else []
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
+        ref_dir = tmp / "reference" if live else Path(reference)
         if reference in ("gpu", "cpu"):
-            if images is None:
-                raise SvdtoolError("--images DIR is needed with --reference gpu|cpu")
-            ref_dir = tmp / "reference"
             make_reference(source or _manifest_source(manifest), images, ref_dir,
                            device="cuda" if reference == "gpu" else "cpu",
                            dtype=reference_dtype if reference == "gpu" else "fp32", settings=settings)
-        else:
-            ref_dir = Path(reference)
+        pipeline, _ = load_ov_pipeline(model_dir, precision=precision)
+        if reference == "uncached":  # the same IR, this CPU, DeepCache off: what caching alone changes
+            record_reference(pipeline, files, ref_dir, settings.resolved(ir_generation_defaults(model_dir)),
+                             source={"ir": str(model_dir.resolve()), "deepcache": "off"}, device="cpu", dtype=precision)
         record = read_reference(ref_dir)
         run_settings = settings_of(record)
-        pipeline, _ = load_ov_pipeline(model_dir, precision=precision)
         pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
         with progress_task("validate", len(record["images"])) as advance:

@@ -17,9 +17,9 @@ from .common import (CacheBranch, CacheInterval, CacheSchedule, DecodeChunk, Fps
 
 def validate(
     model_dir: Path = typer.Argument(..., help="exported or quantized IR folder"),
-    reference: str = typer.Option(..., "--reference", help="gpu, cpu (run PyTorch live) or a REF_DIR from `svdtool reference`"),
+    reference: str = typer.Option(..., "--reference", help="gpu, cpu (run PyTorch live), uncached (the same IR without DeepCache) or a REF_DIR from `svdtool reference`"),
     output: Path = typer.Option(Path("validation"), "-o", "--output", help="report folder"),
-    images: Optional[Path] = typer.Option(None, "--images", help="input images (with --reference gpu|cpu)"),
+    images: Optional[Path] = typer.Option(None, "--images", help="input images (with --reference gpu|cpu|uncached)"),
     source: Optional[str] = typer.Option(None, "--source", help="PyTorch source for a live reference (default: the manifest's)"),
     reference_dtype: str = typer.Option("fp16", help="dtype of a live GPU reference"),
     precision: Precision = "auto",
