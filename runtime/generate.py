@@ -137,9 +137,11 @@ def generate(
     image: Image.Image,
     settings: GenerationSettings,
     show_progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline, from the
-    noise of `seeded_noise`: CUDA, CPU and OpenVINO runs of one model, in any dtype, start from identical noise."""
+    noise of `seeded_noise`: CUDA, CPU and OpenVINO runs of one model, in any dtype, start from identical noise.
+    `on_step(n)` is told after each denoising step (n = steps done), e.g. for a service's job progress."""
     _fit_shapes(pipeline, settings)
     generator, latents = seeded_noise(pipeline, settings)
     num_frames = settings.num_frames
@@ -150,8 +152,10 @@ def generate(
         denoise = progress.add_task("denoising", total=settings.num_inference_steps)
         decode = progress.add_task("decoding", total=math.ceil(num_frames / settings.decode_chunk_size))
 
-        def on_step(_pipe: Any, _step: int, _t: Any, callback_kwargs: dict) -> dict:
+        def step_done(_pipe: Any, step: int, _t: Any, callback_kwargs: dict) -> dict:
             progress.advance(denoise)
+            if on_step is not None:
+                on_step(step + 1)
             return callback_kwargs
 
         start = time.perf_counter()
@@ -162,7 +166,7 @@ def generate(
                 generator=generator,
                 latents=latents,
                 output_type="np",
-                callback_on_step_end=on_step,
+                callback_on_step_end=step_done,
             ).frames[0]
         timings["total"] = time.perf_counter() - start
     frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)

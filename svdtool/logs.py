@@ -86,3 +86,30 @@ def library_progress_hidden() -> Iterator[None]:
         yield
     finally:
         console.quiet = quiet
+
+
+@contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 (Ray's C++ core worker prints its notices there, bypassing
+    Python's logging) to the log file, unless `--verbose`; svdtool's console keeps the terminal meanwhile."""
+    if verbose():
+        yield
+        return
+    import sys
+
+    from .console import console
+
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    console_file = console.file
+    console.file = os.fdopen(os.dup(terminal), "w", buffering=1)
+    with open(log_file(), "a") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        console.file.close()
+        console.file = console_file

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,11 @@ def make_reference(
     dtype: str = "fp16",
     settings: GenerationSettings = GenerationSettings(),
     overwrite: bool = False,
+    on_ray: Any = None,
 ) -> dict[str, Any]:
     """Generate with PyTorch for every image of `images`; noise from a CPU generator, so the OpenVINO CPU run with
-    the same seed starts identically. Returns the reference record (also written as reference.json)."""
+    the same seed starts identically; `on_ray` (a `svdtool.batch.RayOptions`) spreads the images over Ray actors (one
+    GPU each for cuda). Returns the reference record (also written as reference.json)."""
     if dtype not in TORCH_DTYPES:
         raise SvdtoolError(f"--dtype must be fp16 or fp32, not {dtype!r}")
     cuda_or_error(device)
@@ -88,6 +90,14 @@ def make_reference(
     files = list_images(images)
     resolved = resolve_source(source)
     settings = settings.resolved(generation_defaults(resolved))
+    if on_ray is not None:
+        from svdtool.batch.frames_on_ray import FramesJob, frames_on_ray
+
+        console.print(f"Reference: {resolved.label()} on Ray ({device}, {dtype}), {len(files)} images")
+        with atomic_output_dir(Path(out_dir), overwrite) as tmp:
+            job = FramesJob("reference", settings, source=source, device=device, dtype=dtype)
+            return write_ray_reference(tmp, frames_on_ray({"reference": job}, files, on_ray)["reference"], files, settings,
+                                       source=resolved.describe(), device=device, dtype=dtype)
     pipeline = load_pipeline(resolved, TORCH_DTYPES[dtype]).to(device)
     console.print(f"Reference: {resolved.label()} on {device} ({dtype}), {len(files)} images")
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
@@ -98,22 +108,37 @@ def record_reference(pipeline: Any, files: list[Path], folder: Path, settings: G
                      device: str, dtype: str) -> dict[str, Any]:
     """Generate with `pipeline` (PyTorch, or an IR for `validate --reference uncached`) for every file and write the
     reference folder's inputs, frames and reference.json into `folder`. Returns the record."""
-    entries = []
+    videos = []
     with progress_task("reference", len(files)) as advance:
         for file in files:
-            stem = file.stem
-            (folder / "inputs").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, folder / "inputs" / file.name)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             result = generate(pipeline, load_image(file), settings, show_progress=False)
-            save_frames(result.frames, folder / "frames" / stem)
-            entry = {"image": f"inputs/{file.name}", "sha256": sha256_file(file), "frames": f"frames/{stem}",
-                     "timings_seconds": result.timings, "metrics": video_metrics(result.frames)}
-            if device.startswith("cuda"):
-                entry["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            entries.append(entry)
+            extra = {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)} if device.startswith("cuda") else {}
+            videos.append(ReferenceVideo(file, result.frames, result.timings, extra))
             advance()
+    return write_reference(folder, videos, settings, source=source, device=device, dtype=dtype)
+
+
+@dataclass
+class ReferenceVideo:
+    file: Path
+    frames: np.ndarray
+    timings: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_reference(folder: Path, videos: list[ReferenceVideo], settings: GenerationSettings, *, source: dict[str, Any],
+                    device: str, dtype: str, environment_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The reference folder (inputs, frames, reference.json, manifest) for videos generated here or on Ray actors."""
+    entries = []
+    for video in videos:
+        (folder / "inputs").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(video.file, folder / "inputs" / video.file.name)
+        save_frames(video.frames, folder / "frames" / video.file.stem)
+        entries.append({"image": f"inputs/{video.file.name}", "sha256": sha256_file(video.file),
+                        "frames": f"frames/{video.file.stem}", "timings_seconds": video.timings,
+                        "metrics": video_metrics(video.frames), **video.extra})
     record = {
         "stage": "reference",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,12 +146,20 @@ def record_reference(pipeline: Any, files: list[Path], folder: Path, settings: G
         "device": device,
         "dtype": dtype,
         "settings": settings.as_dict(),
-        "environment": environment(device),
+        "environment": environment_info or environment(device),
         "images": entries,
     }
     (folder / REFERENCE_JSON).write_text(json.dumps(record, indent=2))
     write_manifest(folder, {"stage": "reference", "source": source, "reference": REFERENCE_JSON})
     return record
+
+
+def write_ray_reference(folder: Path, results: dict[str, dict[str, Any]], files: list[Path], settings: GenerationSettings,
+                        **record: Any) -> dict[str, Any]:
+    """`write_reference` for frames that Ray actors made (`batch.frames_on_ray`), with the first actor's environment."""
+    videos = [ReferenceVideo(file, results[file.stem]["frames"], results[file.stem]["timings"],
+                             {"worker": results[file.stem]["environment"]["worker"]}) for file in files]
+    return write_reference(folder, videos, settings, environment_info=results[files[0].stem]["environment"], **record)
 
 
 def read_reference(folder: str | Path) -> dict[str, Any]:

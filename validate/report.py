@@ -69,6 +69,11 @@ def _verdict(ok: bool) -> str:
     return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
 
 
+def worst_first(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Images with the most failed checks first, then the lowest mean PSNR: where to look in a large validation."""
+    return sorted(images, key=lambda i: (-sum(not c["pass"] for c in i["checks"]), i["runtime"]["psnr_mean"]))
+
+
 def write_html_report(path: Path, report: dict[str, Any], frames: dict[str, tuple], fps: int) -> None:
     """`frames` maps image name → (reference frames, runtime frames, input image)."""
     model, reference = report["model"], report["reference"]
@@ -86,7 +91,11 @@ def write_html_report(path: Path, report: dict[str, Any], frames: dict[str, tupl
     rows += [[key, "", summary[key]] for key in ("psnr_mean", "psnr_min", "ssim_mean", "ssim_min")]
     rows.append(["seconds per video", summary["seconds_per_video"]["reference"], summary["seconds_per_video"]["runtime"]])
     parts += ["<h2>Summary (mean over images)</h2>", _table(["metric", "reference", "runtime"], rows)]
-    for image in report["images"]:
+    ordered = worst_first(report["images"])
+    parts += ["<h2>Images, worst first</h2>", _table(["image", "PSNR mean (dB)", "SSIM mean", "failed checks"], [
+        [html.escape(i["image"]), f"{i['runtime']['psnr_mean']:.2f}", f"{i['runtime']['ssim_mean']:.3f}",
+         html.escape(", ".join(c["check"] for c in i["checks"] if not c["pass"]) or "none")] for i in ordered])]
+    for image in ordered:
         reference_frames, runtime_frames, input_image = frames[image["image"]]
         checks = [[c["check"], c["value"], html.escape(c["limit"]), _verdict(c["pass"])] for c in image["checks"]]
         metrics = [[k, image["reference"][k], image["runtime"][k]] for k in image["reference"]]

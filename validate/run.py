@@ -13,13 +13,14 @@ from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.outputs import atomic_output_dir, read_manifest, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
+from svdtool.runtime.generate import GenerationResult
 from svdtool.runtime.deepcache import DeepCacheSettings, check_available
 from svdtool.runtime.loading import check_precision
 from svdtool.runtime.session import ir_generation_defaults
 
 from .metrics import per_frame_fidelity, video_metrics
 from .reference import (environment, list_images, load_frames, make_reference, read_reference, record_reference,
-                        save_frames, settings_of)
+                        save_frames, settings_of, write_ray_reference)
 from .report import write_html_report
 from .thresholds import Thresholds
 
@@ -39,12 +40,14 @@ def validate(
     precision: str = "auto",
     deepcache: DeepCacheSettings = DeepCacheSettings(),
     overwrite: bool = False,
+    on_ray: Any = None,
 ) -> dict[str, Any]:
     """Generate with the IR on the reference's images and settings; compare metrics; write report.json/.html.
 
     `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source), "uncached" (the
     same IR on this CPU without DeepCache: what caching alone changes) or a folder made by `make_reference`;
-    `deepcache` runs the IR with DeepCache. Returns the report; `report["pass"]` is the verdict.
+    `deepcache` runs the IR with DeepCache. `on_ray` (a `svdtool.batch.RayOptions`, with gpu|cpu) runs the reference on
+    Ray actors (one GPU each for gpu) and the IR on CPU actors, at the same time, in one Ray job. Returns the report; `report["pass"]` is the verdict.
     """
     check_precision(precision)
     model_dir = Path(model_dir)
@@ -55,26 +58,35 @@ def validate(
         raise SvdtoolError(f"--images DIR is needed with --reference {reference}")
     if reference == "uncached" and not deepcache.enabled:
         raise SvdtoolError("--reference uncached compares DeepCache with the same IR without it: add --cache-interval 2 or more")
+    if on_ray is not None and reference not in ("gpu", "cpu"):
+        raise SvdtoolError("--ray/--ray-address runs the reference and the IR live on Ray: use --reference gpu or cpu")
     files = list_images(images) if live else []
+    ray_runtime: dict[str, dict[str, Any]] | None = None
     with atomic_output_dir(Path(out_dir), overwrite) as tmp:
         ref_dir = tmp / "reference" if live else Path(reference)
-        if reference in ("gpu", "cpu"):
-            make_reference(source or _manifest_source(manifest), images, ref_dir,
-                           device="cuda" if reference == "gpu" else "cpu",
-                           dtype=reference_dtype if reference == "gpu" else "fp32", settings=settings)
-        pipeline, _ = load_ov_pipeline(model_dir, precision=precision)
+        device, dtype = ("cuda", reference_dtype) if reference == "gpu" else ("cpu", "fp32")
+        if reference in ("gpu", "cpu") and on_ray is not None:
+            ray_runtime = _both_on_ray(model_dir, source or _manifest_source(manifest), files, ref_dir, settings, device, dtype,
+                                       precision, deepcache, on_ray)
+        elif reference in ("gpu", "cpu"):
+            make_reference(source or _manifest_source(manifest), images, ref_dir, device=device, dtype=dtype, settings=settings)
+        pipeline = None if ray_runtime else load_ov_pipeline(model_dir, precision=precision)[0]
         if reference == "uncached":  # the same IR, this CPU, DeepCache off: what caching alone changes
             record_reference(pipeline, files, ref_dir, settings.resolved(ir_generation_defaults(model_dir)),
                              source={"ir": str(model_dir.resolve()), "deepcache": "off"}, device="cpu", dtype=precision)
         record = read_reference(ref_dir)
         run_settings = settings_of(record)
-        pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
+        if pipeline is not None:
+            pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
         with progress_task("validate", len(record["images"])) as advance:
             for entry in record["images"]:
                 reference_frames = load_frames(ref_dir / entry["frames"])
-                run = generate(pipeline, load_image(ref_dir / entry["image"]), run_settings, show_progress=False)
                 name = Path(entry["image"]).stem
+                if ray_runtime is not None:
+                    run = GenerationResult(ray_runtime[name]["frames"], run_settings, ray_runtime[name]["timings"])
+                else:
+                    run = generate(pipeline, load_image(ref_dir / entry["image"]), run_settings, show_progress=False)
                 save_frames(run.frames, tmp / "runtime" / name)
                 runtime_metrics = video_metrics(run.frames, reference_frames)
                 reference_metrics = video_metrics(reference_frames)
@@ -94,7 +106,8 @@ def validate(
             "model": {"path": str(model_dir.resolve()), "stage": manifest.get("stage"), "source": manifest.get("source"),
                       "weights": manifest.get("weights"), "mode": manifest.get("quantization", {}).get("mode", "fp")},
             "reference": {k: record[k] for k in ("source", "device", "dtype", "environment", "created")},
-            "runtime": {"device": "CPU", "precision": precision, "deepcache": deepcache.as_dict(), "environment": environment("cpu")},
+            "runtime": {"device": "CPU", "precision": precision, "deepcache": deepcache.as_dict(), "environment": environment("cpu"),
+                        "engine": {"kind": "ray", "address": on_ray.address or "embedded"} if on_ray else {"kind": "in-process"}},
             "settings": run_settings.as_dict(),
             "thresholds": thresholds.as_dict(),
             "images": [{k: v for k, v in r.items() if k != "_frames"} for r in results],
@@ -107,6 +120,24 @@ def validate(
     verdict = "[green]PASS[/]" if report["pass"] else "[red]FAIL[/]"
     console.print(f"validate: {verdict} → {out_dir}/report.html")
     return report
+
+
+def _both_on_ray(model_dir: Path, source: str, files: list[Path], ref_dir: Path, settings: GenerationSettings, device: str,
+                 dtype: str, precision: str, deepcache: DeepCacheSettings, on_ray: Any) -> dict[str, dict[str, Any]]:
+    """The reference (GPU or CPU actors) and the IR (CPU actors) at the same time on Ray, with the settings the
+    reference resolves; writes the reference folder and returns the IR's frames per image."""
+    from svdtool.batch.frames_on_ray import FramesJob, frames_on_ray
+    from svdtool.models import generation_defaults, resolve_source
+
+    resolved = resolve_source(source)
+    resolved_settings = settings.resolved(generation_defaults(resolved))
+    jobs = {"reference": FramesJob("reference", resolved_settings, source=source, device=device, dtype=dtype),
+            "runtime": FramesJob("runtime", resolved_settings, model=str(model_dir), precision=precision, deepcache=deepcache,
+                                 threads=max(1, int(on_ray.cpus_per_actor)))}
+    console.print(f"validate on Ray: {resolved.label()} on {device} ({dtype}) actors and the IR on CPU actors, {len(files)} images")
+    results = frames_on_ray(jobs, files, on_ray)
+    write_ray_reference(ref_dir, results["reference"], files, resolved_settings, source=resolved.describe(), device=device, dtype=dtype)
+    return results["runtime"]
 
 
 def _manifest_source(manifest: dict[str, Any]) -> str:

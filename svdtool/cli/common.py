@@ -32,6 +32,12 @@ CacheInterval = Annotated[int, typer.Option("--cache-interval", help="DeepCache:
                                                                      "one in between (1 = off; needs export --cache-branch)")]
 CacheBranch = Annotated[int, typer.Option("--cache-branch", help="DeepCache: the skip branch whose feature is cached (0 = the top level)")]
 CacheSchedule = Annotated[str, typer.Option("--cache-schedule", help="DeepCache: uniform, or front (full steps denser at the start)")]
+# Ray options shared by generate (batch), validate and reference.
+RayEmbedded = Annotated[bool, typer.Option("--ray", help="run on Ray, embedded on this machine (pip install svdtool[ray])")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="run on the Ray cluster at auto or HOST:PORT")]
+Actors = Annotated[Optional[int], typer.Option("--actors", help="Ray: pipeline actors (default: the cluster's CPUs / --cpus-per-actor; "
+                                                              "GPUs for a GPU reference)")]
+CpusPerActor = Annotated[float, typer.Option("--cpus-per-actor", help="Ray: CPUs per actor, also its OpenVINO and torch threads")]
 
 
 def settings(frames: int | None = None, height: int | None = None, width: int | None = None, steps: int | None = None,
@@ -54,6 +60,17 @@ def deepcache(interval: int, branch: int, schedule: str) -> Any:
     settings = DeepCacheSettings(interval, branch, schedule)
     settings.check()
     return settings
+
+
+def ray_options(ray: bool, address: str | None, actors: int | None, cpus_per_actor: float) -> Any:
+    """The Ray options as `RayOptions` (None: no Ray, and Ray is not imported), checked (cheap: values only)."""
+    if actors is not None and actors < 1 or cpus_per_actor <= 0:
+        raise SvdtoolError("--actors must be 1 or more and --cpus-per-actor above 0")
+    if not (ray or address):
+        return None
+    from svdtool.batch.run import RayOptions
+
+    return RayOptions(address, actors, cpus_per_actor)
 
 
 def run_command(work: Callable[[], Any], verbose: bool = False) -> Any:

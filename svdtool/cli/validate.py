@@ -11,8 +11,12 @@ import typer
 from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
-from .common import (CacheBranch, CacheInterval, CacheSchedule, DecodeChunk, Fps, Frames, Height, MaxGuidance, MinGuidance,
-                     MotionBucket, NoiseAug, Overwrite, Precision, Seed, Steps, Verbose, Width, deepcache, run_command, settings)
+from .common import (Actors, CacheBranch, CacheInterval, CacheSchedule, CpusPerActor, DecodeChunk, Fps, Frames, Height, MaxGuidance,
+                     MinGuidance, MotionBucket, NoiseAug, Overwrite, Precision, RayAddress, RayEmbedded, Seed, Steps, Verbose, Width,
+                     deepcache, ray_options, run_command, settings)
+
+
+MAX_ROWS = 20  # images listed on the console; report.html has all
 
 
 def validate(
@@ -38,10 +42,15 @@ def validate(
     width: Width = None,
     steps: Steps = None,
     seed: Seed = 42,
+    ray: RayEmbedded = False,
+    ray_address: RayAddress = None,
+    actors: Actors = None,
+    cpus_per_actor: CpusPerActor = 2,
     overwrite: Overwrite = False,
     verbose: Verbose = False,
 ) -> None:
-    """Validate the CPU runtime against the PyTorch reference; exit 0 pass, 1 fail, 2 bad input."""
+    """Validate the CPU runtime against the PyTorch reference; exit 0 pass, 1 fail, 2 bad input. With --ray or
+    --ray-address (and --reference gpu|cpu), the reference runs on GPU (or CPU) actors and the IR on CPU actors."""
 
     def work() -> bool:
         from rich.table import Table
@@ -55,14 +64,19 @@ def validate(
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         report = run_validate(model_dir, reference, output, images=images, source=source, thresholds=limits,
                               settings=run_settings, reference_dtype=reference_dtype, precision=precision, deepcache=cache,
-                              overwrite=overwrite)
-        table = Table(title=f"{model_dir} vs {report['reference']['device']} reference")
-        for column in ("image", "check", "value", "limit", "result"):
+                              overwrite=overwrite, on_ray=ray_options(ray, ray_address, actors, cpus_per_actor))
+        from svdtool.validate.report import worst_first
+
+        table = Table(title=f"{model_dir} vs {report['reference']['device']} reference, worst first")
+        for column in ("image", "PSNR dB", "SSIM", "failed checks"):
             table.add_column(column)
-        for image in report["images"]:
-            for check in image["checks"]:
-                table.add_row(image["image"], check["check"], f"{check['value']:.3f}", check["limit"],
-                              "[green]pass[/]" if check["pass"] else "[red]fail[/]")
+        ordered = worst_first(report["images"])
+        for image in ordered[:MAX_ROWS]:
+            failed = [c["check"] for c in image["checks"] if not c["pass"]]
+            table.add_row(image["image"], f"{image['runtime']['psnr_mean']:.2f}", f"{image['runtime']['ssim_mean']:.3f}",
+                          f"[red]{', '.join(failed)}[/]" if failed else "[green]none[/]")
+        if len(ordered) > MAX_ROWS:
+            table.caption = f"{len(ordered) - MAX_ROWS} more images in {output}/report.html"
         console.print(table)
         return report["pass"]
 
@@ -87,17 +101,23 @@ def reference(
     min_guidance: MinGuidance = None,
     max_guidance: MaxGuidance = None,
     seed: Seed = 42,
+    ray: RayEmbedded = False,
+    ray_address: RayAddress = None,
+    actors: Actors = None,
+    cpus_per_actor: CpusPerActor = 2,
     overwrite: Overwrite = False,
     verbose: Verbose = False,
 ) -> None:
-    """Make a PyTorch reference (normally on a GPU host) that `svdtool validate --reference REF_DIR` reuses."""
+    """Make a PyTorch reference (normally on a GPU host) that `svdtool validate --reference REF_DIR` reuses; with --ray
+    or --ray-address its images are spread over Ray actors (one GPU each with --device cuda)."""
 
     def work() -> None:
         from svdtool.validate import make_reference
 
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
                                 min_guidance, max_guidance, seed)
-        record = make_reference(source, images, output, device=device, dtype=dtype, settings=run_settings, overwrite=overwrite)
+        record = make_reference(source, images, output, device=device, dtype=dtype, settings=run_settings, overwrite=overwrite,
+                                on_ray=ray_options(ray, ray_address, actors, cpus_per_actor))
         seconds = [entry["timings_seconds"]["total"] for entry in record["images"]]
         console.print(f"[green]reference[/] → {output}: {len(seconds)} videos, {sum(seconds) / len(seconds):.2f} s per video on {device}")
 
