@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, cache, export, generate, push, quantize, validate
+from . import bench, cache, export, generate, push, quantize, serve, validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push.")
+                  help="Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push, serve.")
 app.command()(export.export)
 app.command()(generate.generate)
 app.command()(quantize.quantize)
@@ -19,6 +19,7 @@ app.command()(validate.reference)
 app.command()(validate.metrics)
 app.command()(push.push)
 app.command()(bench.bench)
+app.command()(serve.serve)
 app.add_typer(cache.app, name="cache")
 
 

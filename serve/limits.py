@@ -1,0 +1,92 @@
+"""What the service accepts: limits that protect a replica, and the request → (image, settings) parsing, each refusal
+an `ApiError` with an HTTP status and a one-line message (the client sees JSON, never a stack trace)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass, fields
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from svdtool.errors import SvdtoolError
+from svdtool.runtime import GenerationSettings
+
+FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}
+SETTING_FIELDS = {"frames": "num_frames", "height": "height", "width": "width", "steps": "num_inference_steps",
+                  "fps": "fps", "motion_bucket_id": "motion_bucket_id", "noise_aug_strength": "noise_aug_strength",
+                  "decode_chunk_size": "decode_chunk_size", "min_guidance": "min_guidance_scale",
+                  "max_guidance": "max_guidance_scale", "seed": "seed"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_image_bytes: int = 10 * 2**20
+    max_image_pixels: int = 4096 * 4096
+    max_video_pixels: int = 14 * 576 * 1024  # frames x height x width: one SVD-XT video at its own size
+    max_steps: int = 50
+    max_queue: int = 4  # requests waiting per replica beyond the one it runs; more get 429
+    timeout_s: float = 600.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def decode_image(data: bytes, limits: ServeLimits) -> Image.Image:
+    if not data:
+        raise ApiError(400, "no image: send one as multipart field 'image' or as base64 in JSON field 'image'")
+    if len(data) > limits.max_image_bytes:
+        raise ApiError(413, f"image of {len(data)} bytes is over this service's limit of {limits.max_image_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > limits.max_image_pixels:
+                raise ApiError(413, f"image of {image.width}x{image.height} pixels is over this service's limit of "
+                                    f"{limits.max_image_pixels} pixels")
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ApiError(400, f"the image could not be read ({type(exc).__name__}): send a JPEG, PNG or WebP") from exc
+
+
+def image_from_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.split(",", 1)[-1], validate=True)  # a data: URL or plain base64
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "field 'image' is not valid base64") from exc
+
+
+def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: ServeLimits) -> tuple[GenerationSettings, str]:
+    """The request's settings (names as the CLI's options) resolved against the model's defaults and checked; and the
+    video format."""
+    unknown = set(fields_in) - set(SETTING_FIELDS) - {"image", "format", "async"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTING_FIELDS)}, format, async")
+    video_format = str(fields_in.get("format") or "mp4")
+    if video_format not in FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, not {video_format!r}")
+    values = {}
+    for name, attribute in SETTING_FIELDS.items():
+        if fields_in.get(name) not in (None, ""):
+            kind = float if attribute in ("noise_aug_strength", "min_guidance_scale", "max_guidance_scale") else int
+            try:
+                values[attribute] = kind(fields_in[name])
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, f"{name} must be a number, not {fields_in[name]!r}") from exc
+    try:
+        settings = GenerationSettings(**values).resolved(defaults)
+    except SvdtoolError as exc:
+        raise ApiError(400, str(exc).replace("--", "")) from exc
+    pixels = settings.num_frames * settings.height * settings.width
+    if pixels > limits.max_video_pixels:
+        raise ApiError(413, f"{settings.num_frames} frames of {settings.width}x{settings.height} is over this service's limit "
+                            f"of {limits.max_video_pixels} frame pixels")
+    if settings.num_inference_steps > limits.max_steps:
+        raise ApiError(413, f"{settings.num_inference_steps} steps is over this service's limit of {limits.max_steps}")
+    return settings, video_format

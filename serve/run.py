@@ -1,0 +1,42 @@
+"""Start the service: Ray (embedded or a cluster), Serve's HTTP proxy on the given host/port, the deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from svdtool.errors import SvdtoolError
+
+from .limits import ServeLimits
+
+APP_NAME = "svdtool"
+
+
+def start_service(model: str, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
+                  autoscale: tuple[int, int] | None = None, address: str | None = None, token: str | None = None,
+                  limits: ServeLimits = ServeLimits(), cpus_per_replica: float = 2) -> str:
+    """Deploy `model` (IR folder, Hub id or named model) and return the service's URL; it runs until `stop_service`."""
+    from ray import serve
+
+    from svdtool.batch.on_ray import connect
+    from svdtool.runtime.session import plan
+
+    target = plan(model, "openvino")  # cheap: the model exists and has a manifest, before Ray starts
+    resources = connect(address)
+    if cpus_per_replica > resources.get("CPU", 0):
+        raise SvdtoolError(f"--cpus-per-replica {cpus_per_replica:g} is more than the Ray cluster's {resources.get('CPU', 0):g} CPUs")
+    from .app import VideoService
+
+    serve.start(http_options={"host": host, "port": port})
+    scaling: dict[str, Any] = ({"autoscaling_config": {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
+                                                      "target_ongoing_requests": 1}}
+                               if autoscale else {"num_replicas": replicas})
+    deployment = VideoService.options(ray_actor_options={"num_cpus": cpus_per_replica},
+                                      max_ongoing_requests=limits.max_queue + 2, **scaling)
+    serve.run(deployment.bind(target.model, limits, token, max(1, int(cpus_per_replica))), name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"
+
+
+def stop_service() -> None:
+    from ray import serve
+
+    serve.shutdown()

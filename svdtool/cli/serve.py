@@ -1,0 +1,62 @@
+"""`svdtool serve`: the IR as an HTTP service (Ray Serve), with a page to try it."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+import typer
+
+from svdtool.console import console
+from svdtool.errors import SvdtoolError
+
+from .common import RayAddress, Verbose, run_command
+
+
+def serve(
+    model: str = typer.Argument("mini", help="IR folder, Hub id or named model"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    replicas: int = typer.Option(1, help="replicas, each holding one compiled pipeline"),
+    autoscale: Optional[str] = typer.Option(None, help="MIN:MAX replicas, scaled by Ray Serve on queued requests"),
+    cpus_per_replica: float = typer.Option(2, help="CPUs per replica, also its OpenVINO and torch threads"),
+    token: Optional[str] = typer.Option(None, help="bearer token required from clients (default: $SVDTOOL_TOKEN; none: open)"),
+    max_queue: int = typer.Option(4, help="requests waiting per replica; more are refused with 429 and Retry-After"),
+    max_image_mb: float = typer.Option(10, help="largest image upload, MB"),
+    max_image_pixels: int = typer.Option(4096 * 4096, help="largest image, pixels"),
+    max_video_pixels: int = typer.Option(14 * 576 * 1024, help="largest video, frames x height x width"),
+    max_steps: int = typer.Option(50, help="most denoising steps a request may ask for"),
+    timeout: float = typer.Option(600, help="seconds a request may wait for its replica (then 504)"),
+    ray_address: RayAddress = None,
+    verbose: Verbose = False,
+) -> None:
+    """Serve MODEL over HTTP: POST /v1/videos, GET /v1/jobs/{id}, /v1/health, /v1/model, and a page at /. Ctrl-C stops it."""
+
+    def work() -> None:
+        from svdtool.serve import ServeLimits, start_service
+        from svdtool.serve.run import stop_service
+
+        if not 1 <= port <= 65535 or replicas < 1 or cpus_per_replica <= 0 or max_queue < 0 or timeout <= 0:
+            raise SvdtoolError("--port must be 1-65535, --replicas 1 or more, --cpus-per-replica and --timeout above 0, "
+                               "--max-queue 0 or more")
+        scale = None
+        if autoscale:
+            try:
+                scale = tuple(int(part) for part in autoscale.split(":"))
+                assert len(scale) == 2 and 1 <= scale[0] <= scale[1]
+            except (ValueError, AssertionError):
+                raise SvdtoolError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, 1 <= MIN <= MAX") from None
+        limits = ServeLimits(int(max_image_mb * 2**20), max_image_pixels, max_video_pixels, max_steps, max_queue, timeout)
+        url = start_service(model, host=host, port=port, replicas=replicas, autoscale=scale, address=ray_address,
+                            token=token or os.environ.get("SVDTOOL_TOKEN") or None, limits=limits,
+                            cpus_per_replica=cpus_per_replica)
+        console.print(f"[green]serving[/] {model} at {url} ({f'{scale[0]}-{scale[1]}' if scale else replicas} replicas); "
+                      f"try it at {url}/ — Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            stop_service()
+
+    run_command(work, verbose)

@@ -1,0 +1,252 @@
+"""`svdtool serve` (serve/): a real Ray Serve on 127.0.0.1 with two replicas of the tiny IR, driven by a real HTTP
+client — round trip (frames equal the library's for the same seed), async jobs with progress, both replicas used,
+429 when a replica's queue is full, one-line JSON errors, the token, and a replica killed mid-request."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from svdtool.runtime import GenerationSettings, generate
+from svdtool.runtime.session import ir_generation_defaults, open_session, plan
+
+TOKEN = "test-token"
+SMALL = {"frames": "4", "steps": "3", "height": "64", "width": "64", "seed": "42"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_ir_fp32):
+    pytest.importorskip("ray.serve")
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", str(tiny_ir_fp32), "--port", str(port),
+                                "--replicas", "2", "--cpus-per-replica", "1", "--token", TOKEN, "--max-queue", "1",
+                                "--max-steps", "12"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _png(image_file) -> bytes:
+    return open(image_file, "rb").read()
+
+
+def _post(url: str, image: bytes, fields: dict, headers=AUTH, timeout=300) -> httpx.Response:
+    return httpx.post(f"{url}/v1/videos", files={"image": ("a.png", image, "image/png")}, data=fields, headers=headers,
+                      timeout=timeout)
+
+
+def test_round_trip_equals_the_library(service, tiny_ir_fp32, image_file):
+    response = _post(service, _png(image_file), SMALL)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4" and len(response.content) > 1000
+    manifest = json.loads(response.headers["x-svdtool-manifest"])
+    session = open_session(plan(str(tiny_ir_fp32), "openvino"), threads=1)
+    settings = GenerationSettings(num_frames=4, num_inference_steps=3, height=64, width=64, seed=42)
+    frames = generate(session.pipeline, Image.open(image_file).convert("RGB"),
+                      settings.resolved(ir_generation_defaults(tiny_ir_fp32)), show_progress=False).frames
+    assert manifest["frames_sha256"] == hashlib.sha256(frames.tobytes()).hexdigest()
+    gif = _post(service, _png(image_file), {**SMALL}, headers={**AUTH, "Accept": "image/gif"})
+    assert gif.headers["content-type"] == "image/gif" and gif.content[:3] == b"GIF"
+    info = httpx.get(f"{service}/v1/model", headers=AUTH).json()
+    assert info["defaults"]["size_multiple"] == 16 and info["limits"]["max_queue"] == 1
+
+
+def test_async_job_reports_progress(service, image_file):
+    job = _post(service, _png(image_file), {**SMALL, "steps": "12", "frames": "8", "async": "true"})
+    assert job.status_code == 202
+    seen = set()
+    for _ in range(600):
+        state = httpx.get(f"{service}{job.json()['status']}", headers=AUTH).json()
+        seen.add(state["step"])
+        if state["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert state["status"] == "done" and state["step"] == state["steps"] == 12
+    assert any(0 < step < 12 for step in seen), seen  # progress was visible on the way
+    video = httpx.get(f"{service}{state['video']}", headers=AUTH)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+
+
+def test_two_replicas_share_the_load_and_a_full_queue_is_429(service, image_file):
+    results: list[httpx.Response] = []
+
+    def one() -> None:
+        results.append(_post(service, _png(image_file), {**SMALL, "steps": "10"}))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in results)
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes, codes
+    refused = next(r for r in results if r.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1 and "waiting" in refused.json()["error"]
+    pids = {json.loads(r.headers["x-svdtool-manifest"])["runtime"]["replica"]["pid"] for r in results if r.status_code == 200}
+    assert len(pids) == 2
+
+
+@pytest.mark.parametrize("fields, image, headers, status, fragment", [
+    (SMALL, b"not an image", AUTH, 400, "could not be read"),
+    ({**SMALL, "motion_bucket_id": "300"}, None, AUTH, 400, "motion-bucket-id 300 is outside 0-255"),
+    ({**SMALL, "colour": "red"}, None, AUTH, 400, "unknown field(s) colour"),
+    ({**SMALL, "steps": "40"}, None, AUTH, 413, "over this service's limit of 12"),
+    ({**SMALL, "height": "100"}, None, AUTH, 400, "multiple of 16"),
+    (SMALL, None, {}, 401, "bearer token"),
+    (SMALL, None, {"Authorization": "Bearer wrong"}, 401, "bearer token"),
+])
+def test_refusals_are_json_errors(service, image_file, fields, image, headers, status, fragment):
+    response = _post(service, image if image is not None else _png(image_file), fields, headers=headers)
+    assert response.status_code == status and fragment in response.json()["error"], response.text
+    assert "Traceback" not in response.text
+
+
+def test_wrong_content_type_and_unknown_job(service):
+    response = httpx.post(f"{service}/v1/videos", content=b"x", headers={**AUTH, "content-type": "text/plain"})
+    assert response.status_code == 415 and "multipart" in response.json()["error"]
+    assert httpx.get(f"{service}/v1/jobs/nope", headers=AUTH).status_code == 404
+
+
+def test_a_killed_replica_leaves_the_service_up(service, image_file):
+    outcome: dict = {}
+
+    def long_request() -> None:
+        try:
+            outcome["response"] = _post(service, _png(image_file), {**SMALL, "steps": "12", "frames": "8"})
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    busy = None
+    for _ in range(200):  # health requests reach either replica; find the busy one
+        health = httpx.get(f"{service}/v1/health", timeout=10).json()
+        if health["busy"]:
+            busy = health["replica"]["pid"]
+            break
+        time.sleep(0.05)
+    assert busy, "no replica reported the request as running"
+    os.kill(busy, signal.SIGKILL)
+    thread.join(timeout=300)
+    response = outcome.get("response")
+    assert "error" in outcome or response.status_code in (200, 500, 502, 503)  # an error, or Serve's retried result
+    for _ in range(120):  # the service stays up and Serve replaces the replica
+        if _post(service, _png(image_file), SMALL).status_code == 200:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the service did not answer after a replica was killed")
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_page_in_headless_chromium(service, image_file, tmp_path):
+    """The page at /: upload, progress, the video element plays; an oversized image shows the service's error."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    import asyncio
+
+    import websockets
+
+    port = _free_port()
+    chrome = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
+                               f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+                               f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (4200, 4100), (90, 120, 200)).save(huge)  # 17.2 MP: over the 16.8 MP limit, small on disk
+
+    async def drive() -> dict:
+        for _ in range(100):
+            try:
+                targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                page = next(t for t in targets if t["type"] == "page")
+                break
+            except (httpx.HTTPError, StopIteration):
+                await asyncio.sleep(0.2)
+        async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as socket_:
+            counter = iter(range(1, 10**6))
+
+            async def call(method: str, **params) -> dict:
+                ident = next(counter)
+                await socket_.send(json.dumps({"id": ident, "method": method, "params": params}))
+                while True:
+                    message = json.loads(await socket_.recv())
+                    if message.get("id") == ident:
+                        return message.get("result", {})
+
+            async def evaluate(expression: str):
+                return (await call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
+
+            async def wait_for(expression: str, seconds: float = 120):
+                for _ in range(int(seconds * 10)):
+                    value = await evaluate(expression)
+                    if value:
+                        return value
+                    await asyncio.sleep(0.1)
+                raise AssertionError(f"timed out waiting for {expression}")
+
+            async def submit(path) -> None:
+                await evaluate("document.getElementById('error').textContent = ''; document.getElementById('result').innerHTML = ''")
+                document = await call("DOM.getDocument")
+                node = await call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#image")
+                await call("DOM.setFileInputFiles", files=[str(path)], nodeId=node["nodeId"])
+                await evaluate("document.getElementById('go').click()")
+
+            await call("Page.enable")
+            await call("Page.navigate", url=f"{service}/")
+            await wait_for("document.readyState === 'complete' && !!document.getElementById('form')")
+            await evaluate(f"document.getElementById('token').value = '{TOKEN}';"
+                           "document.querySelector('[name=frames]').value = 8; document.querySelector('[name=steps]').value = 12;"
+                           "document.querySelector('[name=height]') === null")
+            await submit(image_file)
+            progress = await wait_for("document.getElementById('progress').value > 0 && document.getElementById('progress').value")
+            await wait_for("(() => { const v = document.getElementById('video'); return !!v && v.currentTime > 0 && !v.paused })()")
+            download = await evaluate("document.getElementById('download').getAttribute('download')")
+            await submit(huge)
+            error = await wait_for("document.getElementById('error').textContent")
+            return {"progress": progress, "download": download, "error": error}
+
+    try:
+        outcome = asyncio.run(drive())
+    finally:
+        chrome.kill()
+    assert outcome["progress"] >= 1 and outcome["download"] == "video.mp4"
+    assert "over this service's limit" in outcome["error"]
