@@ -50,6 +50,7 @@ class VideoService:
         self.lock = asyncio.Semaphore(1)  # one video at a time per replica; the pipeline holds all its threads
         self.waiting = 0
         self.jobs = job_store()
+        self.running_jobs: set[asyncio.Task] = set()  # held, so that the event loop does not drop a job's task
 
     def _authorize(self, request: Request) -> None:
         if self.token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}"):
@@ -87,7 +88,9 @@ class VideoService:
         if str(fields.get("async", "")).lower() in ("1", "true", "yes"):
             job_id = uuid.uuid4().hex
             await self.jobs.create.remote(job_id, settings.num_inference_steps)
-            asyncio.get_running_loop().create_task(self._job(job_id, image, settings, video_format))
+            task = asyncio.get_running_loop().create_task(self._job(job_id, image, settings, video_format))
+            self.running_jobs.add(task)
+            task.add_done_callback(self.running_jobs.discard)
             return JSONResponse({"job_id": job_id, "status": f"/v1/jobs/{job_id}"}, status_code=202)
         video, manifest = await self._generate(image, settings, video_format, None)
         return Response(video, media_type=FORMATS[video_format], headers={"X-Svdtool-Manifest": json.dumps(manifest)})

@@ -84,3 +84,12 @@ def int8_dir(tiny_ir_fp16, calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "int8"
     quantize(tiny_ir_fp16, out, str(calib_dir), samples=8, calib_settings=FAST)
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for the servers tests start (Ray, Serve, Chromium's DevTools)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from svdtool.errors import SvdtoolError
 from svdtool.runtime import GenerationSettings
 from svdtool.runtime.session import ir_generation_defaults
 
-from conftest import synthetic_images
+from conftest import free_port, synthetic_images
 
 SIZE = ["--frames", "4", "--steps", "3", "--height", "64", "--width", "64"]
 
@@ -123,18 +122,12 @@ def test_bad_batch_options_are_one_line_errors(tiny_ir_fp32, photos, tmp_path):
 # --- Ray: a real local cluster of two nodes ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A head and a second node, 2 CPUs each, on this machine. Ray maps 127.0.0.1 to the machine's own address for its
     gRPC servers (it cannot be held to loopback), so the cluster requires a random token that only this test knows."""
     pytest.importorskip("ray")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "2", "--object-store-memory", str(150 * 2**20), "--disable-usage-stats"]
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
