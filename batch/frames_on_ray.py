@@ -14,7 +14,7 @@ from svdtool.errors import SvdtoolError
 from svdtool.runtime import GenerationSettings
 from svdtool.runtime.deepcache import DeepCacheSettings
 
-from .on_ray import TASK_RETRIES, connect
+from .on_ray import connect, map_on_actor_pool
 from .worker import worker_identity
 
 
@@ -36,7 +36,7 @@ class FramesJob:
 
 class FramesWorker:
     """A Ray Data actor: loads its pipeline once, then one image path in → its frames and timings out. The job is a
-    class attribute of a subclass made per run, not a constructor argument (see on_ray.RayVideoWorker)."""
+    class attribute (see on_ray.map_on_actor_pool)."""
 
     job: FramesJob
 
@@ -82,8 +82,6 @@ class FramesWorker:
 def frames_on_ray(jobs: dict[str, FramesJob], files: list[Path], shape: Any) -> dict[str, dict[str, dict[str, Any]]]:
     """Run every job over `files` at once on Ray (reference jobs on "cuda" get one GPU per actor); returns
     {job name: {file stem: {"frames", "timings", "environment"}}}. `shape` is a RayOptions (address, actors, CPUs)."""
-    import ray.data
-
     from svdtool import logs
 
     resources = connect(shape.address)
@@ -91,20 +89,14 @@ def frames_on_ray(jobs: dict[str, FramesJob], files: list[Path], shape: Any) -> 
         if job.kind == "reference" and job.device.startswith("cuda") and resources.get("GPU", 0) < 1:
             raise SvdtoolError("the Ray cluster has no GPU for the reference: add a GPU node (`ray start --address HEAD:PORT "
                                "--num-gpus 1`), or use --reference cpu")
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
     outputs: dict[str, dict[str, dict[str, Any]]] = {}
     errors: list[BaseException] = []
 
     def run(name: str, job: FramesJob) -> None:
         gpu = job.kind == "reference" and job.device.startswith("cuda")
         actors = shape.actors or (int(resources.get("GPU", 1)) if gpu else max(1, int(resources["CPU"] // shape.cpus_per_actor)))
-        dataset = ray.data.from_items([{"path": str(f)} for f in files], override_num_blocks=len(files)).map_batches(
-            type("FramesWorker", (FramesWorker,), {"job": job}), batch_size=1,
-            num_gpus=1 if gpu else 0, num_cpus=1 if gpu else shape.cpus_per_actor,
-            compute=ray.data.ActorPoolStrategy(size=min(actors, len(files)), max_tasks_in_flight_per_actor=1),
-            max_restarts=-1, max_task_retries=TASK_RETRIES)
+        dataset = map_on_actor_pool([{"path": str(f)} for f in files], FramesWorker, {"job": job}, actors=actors,
+                                    cpus=1 if gpu else shape.cpus_per_actor, gpus=1 if gpu else 0)  # every image counts
         try:
             outputs[name] = {Path(row["path"]).stem: {"frames": np.frombuffer(row["frames"], np.uint8).reshape(row["shape"]),
                                                       "timings": row["timings"], "environment": row["environment"]}

@@ -20,7 +20,7 @@ TASK_RETRIES = 2  # an image that kills its worker three times is a failure, not
 
 class RayVideoWorker:
     """A Ray Data actor around `VideoWorker`: batches of one item in, one record out (the video as bytes). The spec is a
-    class attribute of a subclass made per batch (`actor_class`), not a constructor argument: Ray restarts a dead actor
+    class attribute of a subclass made per batch (`map_on_actor_pool`), not a constructor argument: Ray restarts a dead actor
     with its constructor arguments, and arguments kept in the object store may be gone by then (ray#53727)."""
 
     spec: BatchSpec
@@ -38,8 +38,22 @@ class RayVideoWorker:
                 "video": np.array(videos, dtype=object)}
 
 
-def actor_class(spec: BatchSpec) -> type:
-    return type("RayVideoWorker", (RayVideoWorker,), {"spec": spec})
+def map_on_actor_pool(rows: list[dict[str, Any]], worker_class: type, attributes: dict[str, Any], *, actors: int, cpus: float,
+                      gpus: int = 0, skip_failed_rows: bool = False) -> Any:
+    """`rows` (one block each) through a pool of `actors` actors of a subclass of `worker_class` carrying `attributes`
+    (class attributes, not constructor arguments: see RayVideoWorker), one row in flight per actor; a dead actor is
+    restarted and its row retried TASK_RETRIES times. `skip_failed_rows`: a row whose retries are spent is dropped
+    instead of failing the run. Returns the lazy dataset."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the driver draws one bar of its own
+    context.print_on_execution_start = False
+    context.max_errored_blocks = -1 if skip_failed_rows else 0
+    return ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        type(worker_class.__name__, (worker_class,), attributes), batch_size=1, num_cpus=cpus, num_gpus=gpus,
+        compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows)), max_tasks_in_flight_per_actor=1),
+        max_restarts=-1, max_task_retries=TASK_RETRIES)
 
 
 def connect(address: str | None) -> dict[str, float]:
@@ -61,23 +75,13 @@ def connect(address: str | None) -> dict[str, float]:
 
 
 def ray_records(spec: BatchSpec, todo: list[BatchItem], options: Any) -> Iterator[dict[str, Any]]:
-    import ray.data
-
     resources = connect(options.address)
     cpus = resources.get("CPU", 0)
     if options.cpus_per_actor > cpus:
         raise SvdtoolError(f"--cpus-per-actor {options.cpus_per_actor:g} is more than the Ray cluster's {cpus:g} CPUs")
-    actors = options.actors or max(1, int(cpus // options.cpus_per_actor))
-    actors = min(actors, len(todo))
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver draws one bar of its own
-    context.print_on_execution_start = False
-    context.max_errored_blocks = -1  # an image whose retries are spent does not stop the batch
-    dataset = ray.data.from_items([{"name": item.name, "source": item.source} for item in todo], override_num_blocks=len(todo))
-    dataset = dataset.map_batches(
-        actor_class(spec), batch_size=1, num_cpus=options.cpus_per_actor,
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-        max_restarts=-1, max_task_retries=TASK_RETRIES)
+    dataset = map_on_actor_pool([{"name": item.name, "source": item.source} for item in todo], RayVideoWorker, {"spec": spec},
+                                actors=options.actors or max(1, int(cpus // options.cpus_per_actor)),
+                                cpus=options.cpus_per_actor, skip_failed_rows=True)  # the batch goes on
     with logs.native_stderr_to_log():  # Ray's C++ core worker notices (e.g. ray#53727, harmless here)
         for row in dataset.iter_rows():
             record = json.loads(row["record"])

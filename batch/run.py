@@ -56,18 +56,18 @@ def generate_batch(spec: BatchSpec, items: list[BatchItem], out_dir: str | Path,
     console.print(f"Batch: {len(items)} images → {out_dir}: {skipped} already done, {len(todo)} to generate "
                   f"{'on Ray' if ray else 'in this process'}")
     start = time.perf_counter()
-    records, failures = [], []
+    records, failures, returned = [], [], set()
     with BatchProgress(len(todo)) as progress:
         for record in _records(spec, todo, ray):
-            if any(r["name"] == record["name"] for r in records):
+            if record["name"] in returned:
                 continue  # a retried task's second answer (Ray): each image counts, and is written, once
+            returned.add(record["name"])
             if record["status"] == "done":
                 _write_outputs(out_dir, record, spec)
             else:
                 failures.append({k: record.get(k) for k in ("name", "source", "error", "worker")})
             records.append(record)
             progress.update(record["status"] == "done")
-        returned = {r["name"] for r in records}
         for item in todo:
             if item.name not in returned:  # lost with its worker, and Ray's retries were spent
                 failures.append({"name": item.name, "source": item.source, "error": "worker lost (retries spent)", "worker": None})

@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from svdtool.errors import SvdtoolError
 from svdtool.runtime import GenerationSettings, generate
@@ -56,12 +56,9 @@ class VideoWorker:
         try:
             data = read_bytes(item)
             record["input_sha256"] = sha256_bytes(data)
-            result = generate(self.session.pipeline, decode_image(data, item.source), self.spec.settings, show_progress=False)
-            record.update(status="done", video=encode_video(result.frames, self.spec.video_format, result.settings.fps),
-                          frames_shape=list(result.frames.shape),
-                          frames_sha256=hashlib.sha256(result.frames.tobytes()).hexdigest(),
-                          timings={k: v for k, v in result.timings.items() if not k.endswith("_calls")},
-                          runtime=self.session.info)
+            video, facts = render(self.session.pipeline, decode_image(data, item.source), self.spec.settings,
+                                  self.spec.video_format)
+            record.update(status="done", video=video, **facts, runtime=self.session.info)
         except SvdtoolError as exc:
             record.update(status="failed", error=str(exc))
         except MemoryError:
@@ -71,6 +68,16 @@ class VideoWorker:
         record["seconds"] = round(time.perf_counter() - start, 3)
         record["worker"]["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         return record
+
+
+def render(pipeline: Any, image: Any, settings: GenerationSettings, video_format: str,
+           on_step: Callable[[int], None] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """One video, encoded, and what its manifest says of it (frames' shape and sha256, stage timings): the batch
+    worker's and the service's generation."""
+    result = generate(pipeline, image, settings, show_progress=False, on_step=on_step)
+    return encode_video(result.frames, video_format, settings.fps), {
+        "frames_shape": list(result.frames.shape), "frames_sha256": hashlib.sha256(result.frames.tobytes()).hexdigest(),
+        "timings": {k: v for k, v in result.timings.items() if not k.endswith("_calls")}}
 
 
 def encode_video(frames: Any, video_format: str, fps: int) -> bytes:

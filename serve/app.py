@@ -6,7 +6,6 @@ GET /v1/model; GET / the page to try it. Every refusal is JSON {"error": ...} wi
 """
 
 import asyncio
-import hashlib
 import json
 import secrets
 import time
@@ -138,8 +137,7 @@ class VideoService:
             await self.jobs.update.remote(job_id, status="failed", error=f"{type(exc).__name__}")
 
     async def _generate(self, image: Any, settings: Any, video_format: str, job_id: str | None) -> tuple[bytes, dict]:
-        from svdtool.batch.worker import encode_video
-        from svdtool.runtime import generate
+        from svdtool.batch.worker import render
 
         loop = asyncio.get_running_loop()
 
@@ -156,14 +154,12 @@ class VideoService:
             self.waiting -= 1
         try:
             start = time.perf_counter()
-            result = await loop.run_in_executor(None, lambda: generate(self.session.pipeline, image, settings, False, on_step))
-            video = await loop.run_in_executor(None, encode_video, result.frames, video_format, settings.fps)
+            video, facts = await loop.run_in_executor(None, render, self.session.pipeline, image, settings, video_format, on_step)
             self._last_seconds = time.perf_counter() - start
         finally:
             self.lock.release()
         manifest = {"stage": "serve", "settings": settings.as_dict(), "format": video_format,
-                    "frames": list(result.frames.shape), "frames_sha256": hashlib.sha256(result.frames.tobytes()).hexdigest(),
-                    "timings_seconds": {k: v for k, v in result.timings.items() if not k.endswith("_calls")},
+                    "frames": facts["frames_shape"], "frames_sha256": facts["frames_sha256"], "timings_seconds": facts["timings"],
                     "runtime": {**{k: self.session.info[k] for k in ("model", "precision", "threads", "cpu")},
                                 "replica": worker_identity()}}
         return video, manifest
