@@ -104,7 +104,7 @@ def frames_on_ray(jobs: dict[str, FramesJob], files: list[Path], shape: Any) -> 
         except BaseException as exc:  # noqa: BLE001 - re-raised in the driver's thread below
             errors.append(exc)
 
-    with logs.native_stderr_to_log():
+    with logs.library_output_to_log():
         threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
         for thread in threads:
             thread.start()

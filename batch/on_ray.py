@@ -82,7 +82,7 @@ def ray_records(spec: BatchSpec, todo: list[BatchItem], options: Any) -> Iterato
     dataset = map_on_actor_pool([{"name": item.name, "source": item.source} for item in todo], RayVideoWorker, {"spec": spec},
                                 actors=options.actors or max(1, int(cpus // options.cpus_per_actor)),
                                 cpus=options.cpus_per_actor, skip_failed_rows=True)  # the batch goes on
-    with logs.native_stderr_to_log():  # Ray's C++ core worker notices (e.g. ray#53727, harmless here)
+    with logs.library_output_to_log():  # Ray's C++ core worker notices (e.g. ray#53727, harmless here)
         for row in dataset.iter_rows():
             record = json.loads(row["record"])
             if record["status"] == "done":

@@ -2,7 +2,8 @@
 loopback. Each configuration starts its own service (a real `svdtool serve` process) and sends `--requests` requests
 from `--clients` concurrent clients (a 429 is retried after its Retry-After, and counted).
 
-python bench/serve_load.py IR_DIR [--replicas 1,2] [--requests 16] [--clients 4] [--out NAME] -> results/NAME.json/.md
+python bench/serve_load.py IR_DIR [--replicas 1,2] [--requests 16] [--clients 4] [--per-replica] [--out NAME]
+  -> results/NAME.json/.md   (--per-replica: requests and clients are per replica, so that every row saturates)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def load(url: str, requests: int, clients: int) -> dict:
+def load(url: str, requests: int, clients: int, video_format: str) -> dict:
     latencies, refused, lock = [], 0, threading.Lock()
     todo = list(range(requests))
 
@@ -45,7 +46,8 @@ def load(url: str, requests: int, clients: int) -> dict:
                 todo.pop()
             start = time.perf_counter()
             while True:
-                response = httpx.post(f"{url}/v1/videos", files={"image": PHOTO.read_bytes()}, timeout=600)
+                response = httpx.post(f"{url}/v1/videos", files={"image": PHOTO.read_bytes()}, data={"format": video_format},
+                                      timeout=600)
                 if response.status_code != 429:
                     break
                 with lock:
@@ -74,26 +76,32 @@ def main() -> None:
     parser.add_argument("--replicas", default="1,2")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--per-replica", action="store_true", help="scale requests and clients with the replicas")
+    parser.add_argument("--format", default="mp4", choices=["mp4", "gif"])
     parser.add_argument("--out", default="serve_load")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     rows = []
     for replicas in map(int, args.replicas.split(",")):
         port, cpus = free_port(), max(1, cores // replicas)
+        scale = replicas if args.per_replica else 1
+        requests, clients = args.requests * scale, args.clients * scale
+        log = Path(f"/tmp/serve_load_{replicas}.log")
         process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", args.model, "--port", str(port), "--replicas",
                                     str(replicas), "--cpus-per-replica", str(cpus), "--max-queue", "8"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=log.open("w"), stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):
+                if process.poll() is not None:
+                    sys.exit(f"svdtool serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
                 try:
                     if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(1)
-            load(url, replicas, replicas)  # warm-up: every replica compiles at the request's shape
-            rows.append({"replicas": replicas, "cpus_per_replica": cpus, "clients": args.clients,
-                         **load(url, args.requests, args.clients)})
+            load(url, replicas, replicas, args.format)  # warm-up: every replica compiles at the request's shape
+            rows.append({"replicas": replicas, "cpus_per_replica": cpus, "clients": clients, **load(url, requests, clients, args.format)})
             print(rows[-1], flush=True)
         finally:
             process.send_signal(signal.SIGINT)
@@ -101,12 +109,14 @@ def main() -> None:
     m = machine()
     result = {"machine": m, "model": args.model, "rows": rows}
     lines = ["# `svdtool serve` under load", "",
-             f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; model `{Path(args.model).name}` at its default settings; "
-             f"{args.requests} requests from {args.clients} concurrent clients on loopback after one warm-up request per "
-             "replica; one run per row.", "",
-             "| replicas | CPUs per replica | requests/min | p50 latency s | p95 latency s | 429s (retried) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['replicas']} | {r['cpus_per_replica']} | {r['requests_per_minute']} | {r['p50_s']} | {r['p95_s']} | "
-              f"{r['refused_429']} |" for r in rows]
+             f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; model `{Path(args.model).name}` at its default settings, "
+             f"{args.format} out; "
+             f"{args.requests} requests from {args.clients} concurrent clients{' per replica' if args.per_replica else ''} on "
+             "loopback after one warm-up request per replica; one run per row.", "",
+             "| replicas | CPUs per replica | clients | requests | requests/min | p50 latency s | p95 latency s | 429s (retried) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['replicas']} | {r['cpus_per_replica']} | {r['clients']} | {r['requests']} | {r['requests_per_minute']} | "
+              f"{r['p50_s']} | {r['p95_s']} | {r['refused_429']} |" for r in rows]
     save(args.out, result, "\n".join(lines) + "\n")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -28,8 +29,10 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def output_kind(path: str | Path) -> str:
-    """"mp4", "gif" or "png" (a folder); anything else is refused before any work is done."""
+    """"mp4", "gif" or "png" (a folder); anything else, or an .mp4 without an encoder, is refused before any work."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:  # imageio would pick another plugin
+        raise SvdtoolError(f"cannot write {path}: .mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or write a .gif")
     if suffix in VIDEO_SUFFIXES:
         return suffix[1:]
     if suffix == "":

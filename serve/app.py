@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
 from svdtool.batch.worker import worker_identity
+from svdtool.errors import SvdtoolError
 
 from .jobs import job_store
 from .limits import FORMATS, ApiError, ServeLimits, decode_image, image_from_base64, parse_settings
@@ -28,6 +29,11 @@ api = FastAPI(title="svdtool serve", docs_url=None, redoc_url=None)
 @api.exception_handler(ApiError)
 async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+@api.exception_handler(SvdtoolError)
+async def _svdtool_error(_request: Request, exc: SvdtoolError) -> JSONResponse:  # our one-line errors say what to do
+    return JSONResponse({"error": str(exc)}, status_code=500)
 
 
 @api.exception_handler(Exception)
@@ -133,6 +139,8 @@ class VideoService:
             await self.jobs.finish.remote(job_id, video, manifest)
         except ApiError as exc:
             await self.jobs.update.remote(job_id, status="failed", error=exc.message)
+        except SvdtoolError as exc:
+            await self.jobs.update.remote(job_id, status="failed", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - the job records it; the replica goes on
             await self.jobs.update.remote(job_id, status="failed", error=f"{type(exc).__name__}")
 

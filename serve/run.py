@@ -27,8 +27,11 @@ def start_service(model: str, *, host: str = "127.0.0.1", port: int = 8000, repl
     from .app import VideoService
 
     serve.start(http_options={"host": host, "port": port})
+    # A video takes seconds to minutes: add a replica after 10 s with more than one request per replica (Ray's default
+    # waits 30 s over a 30 s window), remove one after Ray's 10 idle minutes.
     scaling: dict[str, Any] = ({"autoscaling_config": {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
-                                                      "target_ongoing_requests": 1}}
+                                                      "target_ongoing_requests": 1, "upscale_delay_s": 10,
+                                                      "look_back_period_s": 10}}
                                if autoscale else {"num_replicas": replicas})
     deployment = VideoService.options(ray_actor_options={"num_cpus": cpus_per_replica},
                                       max_ongoing_requests=limits.max_queue + 2, **scaling)
@@ -39,4 +42,7 @@ def start_service(model: str, *, host: str = "127.0.0.1", port: int = 8000, repl
 def stop_service() -> None:
     from ray import serve
 
-    serve.shutdown()
+    from svdtool import logs
+
+    with logs.library_output_to_log():  # Ray's notices about the actors it is stopping
+        serve.shutdown()

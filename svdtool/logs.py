@@ -89,9 +89,10 @@ def library_progress_hidden() -> Iterator[None]:
 
 
 @contextmanager
-def native_stderr_to_log() -> Iterator[None]:
+def library_output_to_log() -> Iterator[None]:
     """Send what native code writes to file descriptor 2 (Ray's C++ core worker prints its notices there, bypassing
-    Python's logging) to the log file, unless `--verbose`; svdtool's console keeps the terminal meanwhile."""
+    Python's logging) and what Python code prints to sys.stdout (Ray's driver relays its processes' notices there) to
+    the log file, unless `--verbose`; svdtool's console keeps the terminal meanwhile."""
     if verbose():
         yield
         return
@@ -101,15 +102,18 @@ def native_stderr_to_log() -> Iterator[None]:
 
     sys.stderr.flush()
     terminal = os.dup(2)
-    console_file = console.file
+    console_file, stdout = console.file, sys.stdout
     console.file = os.fdopen(os.dup(terminal), "w", buffering=1)
     with open(log_file(), "a") as log:
         os.dup2(log.fileno(), 2)
+    sys.stdout = open(log_file(), "a", buffering=1)
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(terminal, 2)
         os.close(terminal)
+        sys.stdout.close()
+        sys.stdout = stdout
         console.file.close()
         console.file = console_file

@@ -38,6 +38,18 @@ def test_generate_checks_settings_before_exporting_the_default_model(image_file,
     assert not (tmp_path / "cache" / "ir").exists()
 
 
+def test_mp4_without_its_encoder_is_refused_up_front(image_file, tmp_path, monkeypatch):
+    """Without imageio-ffmpeg, imageio would hand an .mp4 to another plugin and fail after the whole generation (the
+    service answered 'internal error: TypeError'): refused before any work, and a .gif still works."""
+    from svdtool.runtime.media import output_kind
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    env = {"SVDTOOL_CACHE": str(tmp_path / "cache")}
+    one_line_error(run("generate", "-i", image_file, "-o", tmp_path / "v.mp4", env=env), "needs imageio-ffmpeg")
+    assert not (tmp_path / "cache" / "ir").exists()
+    assert output_kind(tmp_path / "v.gif") == "gif"
+
+
 @pytest.mark.parametrize("option,value,message", [
     ("--motion-bucket-id", "-5", "0-255"), ("--motion-bucket-id", "256", "0-255"), ("--noise-aug-strength", "-0.1", "negative"),
     ("--min-guidance", "0.5", "below 1"), ("--fps", "0", "1 or more"), ("--decode-chunk-size", "0", "1 or more")])

@@ -1,9 +1,11 @@
 """`svdtool serve` (serve/): a real Ray Serve on 127.0.0.1 with two replicas of the tiny IR, driven by a real HTTP
 client — round trip (frames equal the library's for the same seed), async jobs with progress, both replicas used,
-429 when a replica's queue is full, one-line JSON errors, the token, and a replica killed mid-request."""
+429 when a replica's queue is full, one-line JSON errors, the token, a replica killed mid-request, the page in headless
+Chromium, and --autoscale adding a replica under load."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -28,13 +30,13 @@ SMALL = {"frames": "4", "steps": "3", "height": "64", "width": "64", "seed": "42
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def service(tiny_ir_fp32):
+@contextlib.contextmanager
+def running_service(model, *options: str):
+    """A real `svdtool serve` process on a free loopback port, up (health answers) until the block ends."""
     pytest.importorskip("ray.serve")
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", str(tiny_ir_fp32), "--port", str(port),
-                                "--replicas", "2", "--cpus-per-replica", "1", "--token", TOKEN, "--max-queue", "1",
-                                "--max-steps", "12"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", str(model), "--port", str(port), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -52,6 +54,13 @@ def service(tiny_ir_fp32):
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def service(tiny_ir_fp32):
+    with running_service(tiny_ir_fp32, "--replicas", "2", "--cpus-per-replica", "1", "--token", TOKEN, "--max-queue", "1",
+                         "--max-steps", "12") as url:
+        yield url
 
 
 def _png(image_file) -> bytes:
@@ -177,6 +186,35 @@ def test_a_killed_replica_leaves_the_service_up(service, image_file):
         time.sleep(1)
     else:
         pytest.fail("the service did not answer after a replica was killed")
+
+
+def test_autoscale_adds_a_replica_under_load(tiny_ir_fp32, image_file):
+    """--autoscale 1:2 starts one replica; four clients that keep it busy for Serve's 10 s bring the second."""
+    with running_service(tiny_ir_fp32, "--autoscale", "1:2", "--cpus-per-replica", "1", "--max-queue", "8") as url:
+        pids: list[int] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                response = _post(url, _png(image_file), {**SMALL, "steps": "10"}, headers={})
+                if response.status_code == 200:
+                    pids.append(json.loads(response.headers["x-svdtool-manifest"])["runtime"]["replica"]["pid"])
+                else:
+                    time.sleep(float(response.headers.get("retry-after", 1)))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(5)
+        first_seconds = set(pids)
+        deadline = time.monotonic() + 180
+        while len(set(pids)) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert len(first_seconds) <= 1, "more than one replica before any load"
+    assert len(set(pids)) == 2, f"no second replica after {len(pids)} videos"
 
 
 def _chromium() -> str | None:

@@ -56,7 +56,10 @@ def serve(
         try:
             while True:
                 time.sleep(3600)
+        except KeyboardInterrupt:  # how a server is meant to stop: not an interruption
+            console.print("stopping …")
         finally:
             stop_service()
+        console.print("[green]stopped[/]")
 
     run_command(work, verbose)
