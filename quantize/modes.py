@@ -8,6 +8,7 @@ and calibrating on 64 samples gives 48.8 / 35.8 dB, at a negligible share of the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nncf
@@ -50,7 +51,8 @@ UNET_LAYER_CLASSES = {
 }
 DEFAULT_FLOAT_CLASSES = 4
 UNET_FLOAT_LAYERS = tuple(p for patterns in list(UNET_LAYER_CLASSES.values())[:DEFAULT_FLOAT_CLASSES] for p in patterns)
-ACTIVATION_MODES = ("int8", "hybrid")  # the modes whose int8 kernels see int8 activations (and can saturate)
+ACTIVATION_MODES = ("int8", "hybrid")
+STATISTICS_PER_PASS = 200  # nncf statistic points per statistics model (see quantize_unet_stepwise)  # the modes whose int8 kernels see int8 activations (and can saturate)
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,73 @@ def quantize_component(name: str, model: ov.Model, samples: list[dict[str, np.nd
         return _quantize_component(name, model, samples, options)
 
 
+def unet_int8_parameters(samples: int, options: QuantizeOptions, float_layers: list[str]) -> dict[str, Any]:
+    """nncf.quantize's arguments for the UNet in --mode int8, with `float_layers` (regex patterns) kept in float."""
+    return dict(
+        subset_size=samples, model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=nncf.IgnoredScope(patterns=[*float_layers, *options.ignored_scope], validate=False),
+        advanced_parameters=AdvancedQuantizationParameters(
+            overflow_fix=options.overflow_fix(),
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=options.smooth_quant_alpha),
+        ),
+    )
+
+
 def quantize_unet_int8(model: ov.Model, samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
                        float_layers: list[str]) -> ov.Model:
-    """nncf.quantize of the UNet for --mode int8, with `float_layers` (regex patterns) kept in float."""
+    """nncf.quantize of the UNet for --mode int8 (what accuracy control calls); `quantize_unet_stepwise` is the same
+    pipeline with less memory."""
     with logs.library_progress_hidden():
-        return nncf.quantize(
-            model, nncf.Dataset(samples), subset_size=len(samples), model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset.PERFORMANCE,
-            ignored_scope=nncf.IgnoredScope(patterns=[*float_layers, *options.ignored_scope], validate=False),
-            advanced_parameters=AdvancedQuantizationParameters(
-                overflow_fix=options.overflow_fix(),
-                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=options.smooth_quant_alpha),
-            ),
-        )
+        return nncf.quantize(model, nncf.Dataset(samples), **unet_int8_parameters(len(samples), options, float_layers))
+
+
+def quantize_unet_stepwise(model_xml: Path, samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
+                           float_layers: list[str], scratch: Path, compress_to_fp16: bool,
+                           statistics_per_pass: int = STATISTICS_PER_PASS) -> ov.Model:
+    """nncf.quantize's own post-training pipeline (SmoothQuant, then MinMax + FastBiasCorrection) with its peak memory
+    cut, through nncf's Pipeline API (nncf has no option for either; the algorithms, statistics and transformations
+    are nncf's). Measured on svd-xt (bench/results/quantize_memory_svd-xt_*.md), where one call peaked at 23.3 GB RSS:
+    - each step's statistics are collected `statistics_per_pass` points at a time: the f32 statistics model with all
+      731 MinMax points of svd-xt's UNet took 19.4 GB, a quarter of them at a time 14.3 GB;
+    - the model is saved and read back between the steps, in the source IR's precision (`compress_to_fp16` for an
+      fp16 IR, as the final IR is saved): SmoothQuant's working state goes, its weights become file pages again.
+    With an f32 IR the result equals nncf.quantize's bit for bit (tests/test_quantize.py)."""
+    from nncf.common.factory import build_graph
+    from nncf.common.tensor_statistics.statistic_point import StatisticPointsContainer
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.quantization.algorithms.pipeline import collect_statistics
+    from nncf.quantization.algorithms.post_training.pipeline import create_ptq_pipeline
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    from svdtool.memory import release_memory
+
+    def container(points: list) -> StatisticPointsContainer:
+        result = StatisticPointsContainer()
+        for point in points:
+            result.add_statistic_point(point)
+        return result
+
+    pipeline = create_ptq_pipeline(**unet_int8_parameters(len(samples), options, float_layers))
+    dataset = nncf.Dataset(samples)
+    model = remove_friendly_name_duplicates(ov.Core().read_model(model_xml))
+    with logs.library_progress_hidden():
+        for step in range(len(pipeline.pipeline_steps)):
+            if step:
+                ov.save_model(model, scratch / f"step{step}.xml", compress_to_fp16=compress_to_fp16)
+                del model
+                release_memory()
+                model = ov.Core().read_model(scratch / f"step{step}.xml")
+            graph = build_graph(model)
+            points = [p for group in pipeline.get_statistic_points_for_step(step, model, graph).values() for p in group]
+            passes = max(1, -(-len(points) // statistics_per_pass))
+            for part in range(passes):  # each point keeps what it collected
+                collect_statistics(container(points[part::passes]), model, graph, dataset)
+                release_memory()
+            model = pipeline.run_step(step, container(points), model, graph)
+            del graph, points
+            release_memory()
+    compress_quantize_weights_transformation(model)
+    return model
 
 
 def _quantize_component(name: str, model: ov.Model, samples: list[dict[str, np.ndarray]], options: QuantizeOptions) -> ov.Model:

@@ -27,12 +27,13 @@ from svdtool.runtime import GenerationSettings, generate, load_ov_pipeline
 from .calibration import load_calibration_images
 from .deepcache import ir_bytes, quantize_deepcache
 from .fusion import fusion_report
+from .headroom import check_headroom
 from .accuracy import quantize_to_target
-from .modes import CPU_TARGETS, MODES, QuantizeOptions, quantize_component
+from .modes import CPU_TARGETS, MODES, UNET_FLOAT_LAYERS, QuantizeOptions, quantize_component, quantize_unet_stepwise
 from .record import collect_calibration_data, held_out_unet_calls
 
-# The UNet goes first, while the process holds nothing else: nncf's statistics pass over the full SVD UNet peaks
-# near 22 GB (an f32-compiled copy plus one output per quantizer), which fits 24 GB only in a clean process.
+# The UNet goes first, while the process holds nothing else: nncf's statistics model of the full SVD UNet is compiled
+# at f32 (modes.quantize_unet_stepwise keeps its peak down).
 COMPONENTS = ("unet", "image_encoder", "vae_encoder", "vae_decoder")
 # Calibration runs the FP pipeline; at full SVD size that is slow and nncf's statistics need memory in proportion
 # to the activations, so by default it runs at no more than this (statistics transfer across resolutions).
@@ -74,9 +75,10 @@ def quantize(
         raise SvdtoolError(f"{out_dir} already exists; pass --overwrite to replace it")
     model_dir = Path(model_dir)
     source_manifest = read_manifest(model_dir)
-    verify_files(model_dir, source_manifest)
     if source_manifest.get("stage") == "quantize":
         raise SvdtoolError(f"{model_dir} is already quantized ({source_manifest['quantization']['mode']}); quantize the exported FP folder")
+    memory = check_headroom(model_dir, options.mode)
+    verify_files(model_dir, source_manifest)
     calibration = load_calibration_images(calib, limit=max_images)
     settings = calibration_settings(source_manifest["generation_defaults"], calib_settings)
     images = calibration.images
@@ -84,7 +86,8 @@ def quantize(
     calibrate_on = images[:-2] if len(images) >= 3 else images
     console.print(f"Quantizing {model_dir} ({options.mode}) on {len(calibrate_on)} calibration images from {calib}"
                   f" ({calibration.skipped} unreadable skipped); calibration at {settings.width}x{settings.height},"
-                  f" {settings.num_frames} frames, {settings.num_inference_steps} steps")
+                  f" {settings.num_frames} frames, {settings.num_inference_steps} steps; memory: about"
+                  f" {memory['estimated_peak_gb']:g} GB at the peak, {memory['available_gb']:g} GB available")
 
     start = time.perf_counter()
     data, collect_peak_gb = collect_in_subprocess(model_dir, calibrate_on, holdout, settings, samples)
@@ -97,13 +100,16 @@ def quantize(
         compress_to_fp16 = source_manifest.get("weights") == "fp16"
         with progress_task(f"quantize ({options.mode})", len(COMPONENTS)) as advance:
             for name in COMPONENTS:
-                with PeakRSS() as peak:
-                    model = ov.Core().read_model(model_dir / name / OV_XML)
+                with PeakRSS() as peak, tempfile.TemporaryDirectory(prefix="svdtool-ptq-") as scratch:
                     if name == "unet" and accuracy_target is not None:
+                        model = ov.Core().read_model(model_dir / name / OV_XML)
                         quantized, accuracy_control = quantize_to_target(model, data["unet"], data["unet_held_out"], options, accuracy_target)
+                        del model
+                    elif options.method(name) == "nncf.quantize":
+                        quantized = quantize_unet_stepwise(model_dir / name / OV_XML, data[name], options,
+                                                           list(UNET_FLOAT_LAYERS), Path(scratch), compress_to_fp16)
                     else:
-                        quantized = quantize_component(name, model, data[name], options)
-                    del model
+                        quantized = quantize_component(name, ov.Core().read_model(model_dir / name / OV_XML), data[name], options)
                     (tmp / name).mkdir(exist_ok=True)
                     ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
                     fusion = fusion_report(quantized)
@@ -129,7 +135,7 @@ def quantize(
             with progress_task(f"quantize DeepCache UNets ({options.mode})", 1) as advance:
                 report.update(quantize_deepcache(model_dir, tmp, data["unet"], options, compress_to_fp16))
                 advance()
-        quality = quality_check(model_dir, tmp, holdout, settings, source_manifest["generation_defaults"])
+        quality, quality_peak_gb = quality_check(model_dir, tmp, holdout, settings)
         manifest = {
             **{k: v for k, v in source_manifest.items() if k not in ("files", "versions", "components")},
             "stage": "quantize",
@@ -148,6 +154,8 @@ def quantize(
                                 "collect_peak_rss_gb": round(collect_peak_gb, 2)},
                 "components": report,
                 "accuracy_control": accuracy_control,
+                "memory": {**memory, "peak_rss_gb": round(max([collect_peak_gb, quality_peak_gb,
+                                                                        *(r["peak_rss_gb"] for r in report.values())]), 2)},
                 "quality_check": quality,
             },
         }
@@ -155,48 +163,58 @@ def quantize(
     return manifest
 
 
-def _collect_worker(model_dir: str, images: list, holdout: list, settings: GenerationSettings, samples: int, path: str,
-                    verbose: bool) -> None:
+def _child(target: str, args: tuple, path: str, verbose: bool) -> None:
     logs.configure(verbose, append=True)
     with PeakRSS() as peak:
-        pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
-        data = collect_calibration_data(pipeline, images, settings, samples)
-        data["unet_held_out"] = held_out_unet_calls(pipeline, holdout, settings)
+        result = globals()[target](*args)
     with open(path, "wb") as handle:
-        pickle.dump((data, peak.peak_gb), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((result, peak.peak_gb), handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def collect_in_subprocess(model_dir: Path, images: list, holdout: list, settings: GenerationSettings, samples: int) -> tuple[dict, float]:
-    """Record calibration inputs in a spawned process, so the FP pipeline's memory is returned to the system
-    before quantization starts (freed memory inside one process is not, and the UNet pass needs it all)."""
+def in_child_process(target: str, *args: Any, what: str) -> tuple[Any, float]:
+    """Run this module's function `target` in a spawned process and return its result and peak RSS: a pipeline's
+    memory goes back to the system when the process ends (freed memory inside one process does not, and the UNet
+    pass needs it all; the quality check's two pipelines then never share one process)."""
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="svdtool-calib-") as folder:
-        path = Path(folder) / "calibration.pkl"
-        process = context.Process(target=_collect_worker, args=(str(model_dir), images, holdout, settings, samples, str(path),
-                                                                 logs.verbose()))
+    with tempfile.TemporaryDirectory(prefix="svdtool-child-") as folder:
+        path = Path(folder) / "result.pkl"
+        process = context.Process(target=_child, args=(target, args, str(path), logs.verbose()))
         process.start()
         process.join()
         if process.exitcode != 0 or not path.is_file():
             hint = " (killed: out of memory? lower --calib-height/--calib-width/--calib-frames)" if process.exitcode == -9 else ""
-            raise SvdtoolError(f"the calibration run failed with exit code {process.exitcode}{hint}")
+            raise SvdtoolError(f"the {what} failed with exit code {process.exitcode}{hint}")
         with open(path, "rb") as handle:
             return pickle.load(handle)
 
 
-def quality_check(fp_dir: Path, quantized_dir: Path, images: list, settings: GenerationSettings, defaults: dict) -> dict[str, Any]:
-    """FP vs quantized frames on held-out images, same seed, both at the CPU plugin's default precision."""
+def _record_calibration(model_dir: str, images: list, holdout: list, settings: GenerationSettings, samples: int) -> dict:
+    pipeline, _ = load_ov_pipeline(model_dir, precision="f32")
+    data = collect_calibration_data(pipeline, images, settings, samples)
+    data["unet_held_out"] = held_out_unet_calls(pipeline, holdout, settings)
+    return data
+
+
+def collect_in_subprocess(model_dir: Path, images: list, holdout: list, settings: GenerationSettings, samples: int) -> tuple[dict, float]:
+    """Record calibration inputs (the FP pipeline at f32) in a child process; returns them and its peak RSS."""
+    return in_child_process("_record_calibration", str(model_dir), images, holdout, settings, samples, what="calibration run")
+
+
+def _held_out_frames(folder: Path, images: list, settings: GenerationSettings, verified: bool) -> list[np.ndarray]:
+    pipeline, _ = load_ov_pipeline(folder) if verified else _load_unverified(folder)
+    return [generate(pipeline, image, replace(settings, seed=1000 + i), show_progress=False).frames for i, image in enumerate(images)]
+
+
+def quality_check(fp_dir: Path, quantized_dir: Path, images: list, settings: GenerationSettings) -> tuple[dict[str, Any], float]:
+    """FP vs quantized frames on held-out images, same seed, both at the CPU plugin's default precision, each pipeline
+    in its own child process; returns the metrics and the higher of the two peaks."""
     from svdtool.validate.metrics import video_metrics
 
-    results = []
-    fp_pipeline, _ = load_ov_pipeline(fp_dir)
-    fp_frames = [generate(fp_pipeline, image, replace(settings, seed=1000 + i), show_progress=False).frames for i, image in enumerate(images)]
-    del fp_pipeline
-    quantized_pipeline, _ = _load_unverified(quantized_dir)
-    for i, (image, reference) in enumerate(zip(images, fp_frames)):
-        frames = generate(quantized_pipeline, image, replace(settings, seed=1000 + i), show_progress=False).frames
-        results.append(video_metrics(frames, reference))
+    fp_frames, fp_peak = in_child_process("_held_out_frames", fp_dir, images, settings, True, what="quality check (FP)")
+    frames, peak = in_child_process("_held_out_frames", quantized_dir, images, settings, False, what="quality check (quantized)")
+    results = [video_metrics(video, reference) for video, reference in zip(frames, fp_frames)]
     summary = {key: round(float(np.mean([r[key] for r in results])), 3) for key in results[0]}
-    return {"images": len(images), "settings": settings.as_dict(), "mean": summary, "per_image": results}
+    return {"images": len(images), "settings": settings.as_dict(), "mean": summary, "per_image": results}, max(fp_peak, peak)
 
 
 def _load_unverified(folder: Path):

@@ -45,6 +45,8 @@ def test_int8_manifest(int8_dir, tiny_ir_fp16):
     quality = manifest["quantization"]["quality_check"]
     assert quality["images"] == 2 and 10 < quality["mean"]["psnr_mean"] <= 100
     assert {"temporal_mse", "sharpness", "brightness", "ssim_mean"} <= set(quality["mean"])
+    memory = manifest["quantization"]["memory"]  # the up-front estimate holds
+    assert 0 < memory["peak_rss_gb"] <= memory["estimated_peak_gb"] <= memory["available_gb"]
 
 
 def test_int8_folder_generates(int8_dir, image_file):
@@ -113,3 +115,51 @@ def test_inspect_cli(tiny_ir_fp32, int8_dir):
     assert json.loads(fp.output[fp.output.index("{"):])["unet"]["conv_linear_int8"] == 0
     quantized = CliRunner().invoke(app, ["inspect", str(int8_dir)])
     assert quantized.exit_code == 0 and "unet" in quantized.output
+
+
+def test_stepwise_unet_quantization_equals_nncf_quantize(tiny_ir_fp16, tmp_path):
+    """The memory-saving path (nncf's pipeline run step by step, statistics collected a few points per pass, the model
+    saved and read back between steps) gives nncf.quantize's UNet: bit for bit when the model is kept at f32 in between,
+    and as close to the FP UNet when it goes back to fp16 between the steps (what an fp16 IR gets)."""
+    import openvino as ov
+
+    from svdtool.convert import OV_XML
+    from svdtool.quantize.modes import UNET_FLOAT_LAYERS, quantize_unet_int8, quantize_unet_stepwise
+
+    xml = tiny_ir_fp16 / "unet" / OV_XML
+    model = ov.Core().read_model(xml)
+    rng = np.random.default_rng(0)
+    width = model.input("encoder_hidden_states").get_partial_shape()[-1].get_length()
+    dims = {"sample": (2, 2, 8, 8, 8), "timestep": (), "encoder_hidden_states": (2, 1, width), "added_time_ids": (2, 3)}
+    samples = [{name: rng.standard_normal(shape).astype(np.float32) for name, shape in dims.items()} for _ in range(3)]
+    options, layers = QuantizeOptions(), list(UNET_FLOAT_LAYERS)
+    (tmp_path / "f32").mkdir()
+    (tmp_path / "f16").mkdir()
+    models = [quantize_unet_int8(model, samples, options, layers),
+              quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f32", compress_to_fp16=False, statistics_per_pass=20),
+              quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f16", compress_to_fp16=True)]
+    fp, whole, exact, rounded = (ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
+                                 for m in (model, *models))
+    assert np.array_equal(whole, exact)
+
+    def snr(x: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(fp**2) / np.mean((fp - x) ** 2)))
+
+    assert abs(snr(rounded) - snr(whole)) < 1.5, (snr(rounded), snr(whole))  # as close to the FP UNet
+    assert sum(op.get_type_name() == "FakeQuantize" for op in models[1].get_ops()) > 10
+
+
+def test_quantize_refuses_what_memory_cannot_hold(tiny_ir_fp16, calib_dir, tmp_path, monkeypatch):
+    """The peak is estimated from the IR sizes before any work; beyond the available memory: one line, exit 2, nothing
+    written. The estimate is recorded with the measured peak when it fits."""
+    import psutil
+
+    from svdtool.quantize.headroom import estimate_peak_gb
+
+    needed = estimate_peak_gb(tiny_ir_fp16, "int8")
+    assert needed > 1.5  # more than the libraries alone
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=int((needed - 0.5) * 1e9)))
+    result = CliRunner().invoke(app, ["quantize", str(tiny_ir_fp16), "--calib", str(calib_dir), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "needs about" in result.output and "Traceback" not in result.output
+    assert "calibration" not in result.output.lower() and not (tmp_path / "q").exists()
