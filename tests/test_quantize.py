@@ -45,8 +45,10 @@ def test_int8_manifest(int8_dir, tiny_ir_fp16):
     quality = manifest["quantization"]["quality_check"]
     assert quality["images"] == 2 and 10 < quality["mean"]["psnr_mean"] <= 100
     assert {"temporal_mse", "sharpness", "brightness", "ssim_mean"} <= set(quality["mean"])
-    memory = manifest["quantization"]["memory"]  # the up-front estimate holds
-    assert 0 < memory["peak_rss_gb"] <= memory["estimated_peak_gb"] <= memory["available_gb"]
+    memory = manifest["quantization"]["memory"]  # the up-front estimate holds for a fresh process (the calibration child;
+    # this one is the test session, which holds what earlier tests left)
+    assert 0 < calibration["collect_peak_rss_gb"] <= memory["estimated_peak_gb"] <= memory["available_gb"]
+    assert memory["peak_rss_gb"] >= calibration["collect_peak_rss_gb"]
 
 
 def test_int8_folder_generates(int8_dir, image_file):
@@ -136,7 +138,7 @@ def test_stepwise_unet_quantization_equals_nncf_quantize(tiny_ir_fp16, tmp_path)
     (tmp_path / "f32").mkdir()
     (tmp_path / "f16").mkdir()
     models = [quantize_unet_int8(model, samples, options, layers),
-              quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f32", compress_to_fp16=False, statistics_per_pass=20),
+              quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f32", compress_to_fp16=False, statistics_per_pass=40),
               quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f16", compress_to_fp16=True)]
     fp, whole, exact, rounded = (ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
                                  for m in (model, *models))

@@ -188,6 +188,7 @@ def test_a_killed_replica_leaves_the_service_up(service, image_file):
         pytest.fail("the service did not answer after a replica was killed")
 
 
+@pytest.mark.slow  # about 80 s: Serve waits 10 s of load before it adds a replica (run by `pytest -m slow`)
 def test_autoscale_adds_a_replica_under_load(tiny_ir_fp32, image_file):
     """--autoscale 1:2 starts one replica; four clients that keep it busy for Serve's 10 s bring the second."""
     with running_service(tiny_ir_fp32, "--autoscale", "1:2", "--cpus-per-replica", "1", "--max-queue", "8") as url:
