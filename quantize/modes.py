@@ -51,8 +51,8 @@ UNET_LAYER_CLASSES = {
 }
 DEFAULT_FLOAT_CLASSES = 4
 UNET_FLOAT_LAYERS = tuple(p for patterns in list(UNET_LAYER_CLASSES.values())[:DEFAULT_FLOAT_CLASSES] for p in patterns)
-ACTIVATION_MODES = ("int8", "hybrid")
-STATISTICS_PER_PASS = 200  # nncf statistic points per statistics model (see quantize_unet_stepwise)  # the modes whose int8 kernels see int8 activations (and can saturate)
+ACTIVATION_MODES = ("int8", "hybrid")  # the modes whose int8 kernels see int8 activations (and can saturate)
+STATISTICS_PER_PASS = 200  # nncf statistic points per statistics model (see quantize_unet_stepwise)
 
 
 @dataclass(frozen=True)
