@@ -1,39 +1,65 @@
 #!/usr/bin/env bash
-# Train svd-mini v2 on a GPU host (the `device` tool's H100), in calls of at most 10 minutes each:
-#   bench/train_mini_gpu.sh vae OUT [V] [U]  a new model: the VAE for V (5.5) min on 64 px crops, bench/mini_vae_check.py
-#                                            on the held-out photos, then U (1.5) min of UNet
-#   bench/train_mini_gpu.sh final OUT [U]    the UNet resumes from .train/ (same warm machine) or from a carried .mini/v2
-#                                            for U (6) min, then the fp16 check and the CUDA references (mini, tiny)
-# Wheels the host lacks travel in .whl/ and install into .site/ once per machine; the model travels back as 15 MB parts
-# of a tar (the transfer takes files of at most 16 MiB).
+# Train svd-mini v2 on a GPU host (the `device` tool's H100/H200), in calls of at most 10 minutes each; everything
+# lives under bench/.cache/ (ignored by .gitignore, so it stays on a warm machine between calls; the device tool
+# drops paths that only .git/info/exclude ignores, and the package-dir links, between calls):
+#   bench/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
+#                                                    M (8) min, checked on the held-out photos (bench/mini_vae_check.py);
+#                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2
+#   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  v2's VAE for VAE_M min, then its UNet for UNET_M min, from its
+#                                                    state (a warm machine) or from a carried .mini/v2 (a fresh one);
+#                                                    the VAE checked again; v2 packed into OUT
+#   bench/train_mini_gpu.sh final OUT [M]            `resume OUT 0 M` (6), then the fp16 check and the CUDA
+#                                                    references (mini, tiny)
+# Carry .whl-core and .ovsite (bench/device_env.sh: the checks and `svdtool reference` import svdtool.runtime, which
+# needs OpenVINO). A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a minute) catches what would
+# otherwise end a 10-minute call without a model. The model travels back as 15 MB parts of a tar (the transfer
+# takes files of at most 16 MiB).
 set -euo pipefail
 stage=$1 out=$2
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/.site:$PWD"
-if [ ! -d .site ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target .site .whl/*.whl; fi
-for part in convert quantize runtime validate models; do ln -sfn "../$part" "svdtool/$part"; done  # pyproject's package-dir
+cache=bench/.cache
+WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
-python3 -c "import cv2" 2>/dev/null && echo "cv2 available" || echo "cv2 missing"
 train="python3 -m svdtool.models.train_mini"
-pack() { tar -C .mini -cf - v2 | split -b 15M - "$out/mini_v2.tar.part-"; }
+check="python3 bench/mini_vae_check.py"
+pack() { tar -C $cache/mini -chf - v2 | split -b 15M - "$out/mini_v2.tar.part-"; }
+
+resume() {  # VAE minutes, UNet minutes
+  local from="--state $cache/train/v2"
+  if [ ! -f $cache/train/v2/state.pt ]; then  # a fresh machine: the carried pipeline
+    mkdir -p $cache/mini && rm -rf $cache/mini/v2 && cp -r .mini/v2 $cache/mini/v2 && from="$from --init .mini/v2"
+  fi
+  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers 14 >> "$out/train.log" 2>&1
+  $check $cache/mini/v2 --json "$out/vae_check.json" 2>> "$out/train.log"
+  pack
+}
 
 case $stage in
 vae)
-  $train --out .mini/v2 --state .train/v2 --vae-minutes "${3:-5.5}" --workers 14 > "$out/train.log" 2>&1
-  python3 bench/mini_vae_check.py .mini/v2 --json "$out/vae_check.json" --grid "$out/vae_grid.png" >> "$out/train.log" 2>&1
-  $train --out .mini/v2 --state .train/v2 --unet-minutes "${4:-1.5}" --unet-batch 64 --pool-clips 8192 --workers 14 >> "$out/train.log" 2>&1
-  pack ;;
+  minutes=${3:-8} widths="${*:4}"; widths=${widths:-8 16}
+  mkdir -p $cache/mini $cache/train
+  for c in $widths; do
+    $train --out $cache/mini/c$c --state $cache/train/c$c --latent-channels $c --vae-minutes "$minutes" \
+      --workers $(( 14 / $(wc -w <<< "$widths") )) > "$out/train_c$c.log" 2>&1 &
+  done
+  wait
+  folders=$(for c in $widths; do echo $cache/mini/c$c; done)
+  labels=$(for c in $widths; do echo -n "${c}ch,"; done)
+  pick=$($check $folders --json "$out/vae_check.json" --grid "$out/vae_grid.png" --labels "${labels%,}" --pick 2> "$out/vae_check.log")
+  [ -n "$pick" ] || { echo "the VAE check failed: $out/vae_check.log"; exit 1; }
+  echo "picked $pick" | tee -a "$out/vae_check.log"
+  rm -rf $cache/mini/v2 $cache/train/v2
+  cp -r "$pick" $cache/mini/v2 && cp -r "${pick/mini/train}" $cache/train/v2 ;;
+resume)
+  resume "$3" "$4" ;;
 final)
-  resume="--state .train/v2"
-  if [ ! -f .train/v2/state.pt ]; then resume="--state .train/v2 --init .mini/v2"; fi  # a fresh machine: the carried pipeline
-  $train --out .mini/v2 $resume --unet-minutes "${3:-6}" --unet-batch 64 --workers 14 > "$out/train.log" 2>&1
-  pack
-  python3 bench/mini_fp16_check.py .mini/v2 "$out/fp16_check.json" > "$out/fp16_check.log" 2>&1
-  rm -rf .refs && mkdir .refs
+  resume 0 "${3:-6}"
+  python3 bench/mini_fp16_check.py $cache/mini/v2 "$out/fp16_check.json" > "$out/fp16_check.log" 2>&1
+  rm -rf $cache/refs && mkdir $cache/refs
   for dtype in fp32 fp16; do
-    python3 -m svdtool.cli reference .mini/v2 --images bench/heldout -o .refs/ref-mini-$dtype --device cuda --dtype $dtype \
-      --frames 8 --height 128 --width 128
-    python3 -m svdtool.cli reference tiny --images examples -o .refs/ref-tiny-$dtype --device cuda --dtype $dtype
+    python3 -m svdtool.cli reference $cache/mini/v2 --images bench/heldout -o $cache/refs/ref-mini-$dtype --device cuda \
+      --dtype $dtype --frames 8 --height 128 --width 128
+    python3 -m svdtool.cli reference tiny --images examples -o $cache/refs/ref-tiny-$dtype --device cuda --dtype $dtype
   done >> "$out/fp16_check.log" 2>&1
-  tar -C .refs -cf "$out/references.tar" . ;;
+  tar -C $cache/refs -cf "$out/references.tar" . ;;
 esac
 ls -la "$out"

@@ -124,8 +124,38 @@ def _pattern_texture(draw: _Draw, n: int, size: int) -> torch.Tensor:
     return first + (second - first) * t
 
 
+def _colour_jitter(draw: _Draw, images: torch.Tensor) -> torch.Tensor:
+    """A random hue rotation (about the grey axis) and saturation scale (0.6-1.4) per image, in [-1, 1] RGB: the
+    bundled colour photos are a dozen, with a handful of palettes."""
+    n = images.shape[0]
+    angle = draw.uniform(n, high=2 * math.pi)
+    saturation = draw.uniform(n, low=0.6, high=1.4)
+    grey = torch.full((3, 3), 1 / 3, device=images.device)
+    axis = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=images.device) / math.sqrt(3)
+    eye = torch.eye(3, device=images.device)
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    rotation = grey + cos * (eye - grey) + sin * axis  # Rodrigues' formula about (1, 1, 1) / sqrt(3)
+    matrix = grey + saturation[:, None, None] * (rotation - grey)
+    return torch.einsum("nij,njhw->nihw", matrix, images).clamp(-1, 1)
+
+
+def _mosaic(draw: _Draw, photos: torch.Tensor) -> torch.Tensor:
+    """A canvas of 2x2 photos, each a random 60-100 % crop shrunk to CLIP_SIZE: a clip then shows whole photos at
+    the detail density of a photo resized to the clip (the held-out inputs' scale), where a single crop is 2.5x
+    zoomed in."""
+    tiles = []
+    for _ in range(4):
+        index = int(torch.randint(0, photos.shape[0], (1,), generator=draw.generator))
+        side = int(photos.shape[-1] * (0.6 + 0.4 * float(torch.rand(1, generator=draw.generator))))
+        top, left = (int(x) for x in torch.randint(0, photos.shape[-1] - side + 1, (2,), generator=draw.generator))
+        crop = photos[index:index + 1, :, top:top + side, left:left + side]
+        tiles.append(F.interpolate(crop, size=(CLIP_SIZE, CLIP_SIZE), mode="bilinear", antialias=True, align_corners=False)[0])
+    return torch.cat([torch.cat(tiles[:2], dim=-1), torch.cat(tiles[2:], dim=-1)], dim=-2)
+
+
 def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None) -> torch.Tensor:
-    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): half photos (random crop, flip, channel order), half procedural."""
+    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): half photos (a random crop, or a mosaic of four whole photos;
+    flipped, channels permuted, hue and saturation jittered), half procedural."""
     size = CANVAS_SIZE
     kind = draw.integers(4, n)
     canvas = torch.where((kind == 0)[:, None, None, None], _pattern_texture(draw, n, size), _noise_texture(draw, n, size))
@@ -135,12 +165,15 @@ def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None) -> torch.Tens
         span = photos.shape[-1] - size
         crops = []
         for i in range(n):
-            top, left = (int(x) for x in torch.randint(0, span + 1, (2,), generator=draw.generator))
-            crop = photos[int(index[i]), :, top:top + size, left:left + size]
+            if int(kind[i]) == 3:
+                crop = _mosaic(draw, photos)
+            else:
+                top, left = (int(x) for x in torch.randint(0, span + 1, (2,), generator=draw.generator))
+                crop = photos[int(index[i]), :, top:top + size, left:left + size]
             if torch.rand(1, generator=draw.generator) < 0.5:
                 crop = crop.flip(-1)
             crops.append(crop[torch.randperm(3, generator=draw.generator).to(draw.device)])
-        canvas = torch.where((kind >= 2)[:, None, None, None], torch.stack(crops), canvas)
+        canvas = torch.where((kind >= 2)[:, None, None, None], _colour_jitter(draw, torch.stack(crops)), canvas)
     return canvas
 
 

@@ -109,7 +109,7 @@ def identity_time_mixing(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemp
     return vae
 
 
-def build_models(latent_channels: int = 4, vae_channels: tuple[int, ...] | None = None) -> dict[str, torch.nn.Module]:
+def build_models(latent_channels: int = 16, vae_channels: tuple[int, ...] | None = None) -> dict[str, torch.nn.Module]:
     """A new svd-mini; `vae_channels` other than MINI_VAE's (v1's 32/64/128/128) to resume a saved model."""
     torch.manual_seed(0)
     unet = {**MINI_UNET, "in_channels": 2 * latent_channels, "out_channels": latent_channels}
@@ -278,11 +278,14 @@ def main(
     lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
     vae_lr: float = typer.Option(4e-4),
     decoder_only: bool = typer.Option(False, help="train only the VAE decoder: the latent space (and the UNet) stay valid"),
-    latent_channels: int = typer.Option(4, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
+    # 16: held-out photos at 20.4 dB after 1,070 VAE steps; 4: 16.2-17.6 dB after 800-1,200 (mini_vae_check.json)
+    latent_channels: int = typer.Option(16, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
     pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
 ) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     checkpoint = state / "state.pt"
     saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     latent_channels, vae_channels = saved_vae_shape(saved, init, latent_channels)

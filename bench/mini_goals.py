@@ -1,0 +1,113 @@
+"""svd-mini v2's measured goals (issue #12) for one or more pipeline folders, on photos the model never saw.
+
+python bench/mini_goals.py NAME=FOLDER [NAME=FOLDER ...] [--out mini_goals]   (CPU, ~1 min per model)
+
+Held-out photos: bench/heldout/ (chelsea, coffee, china, flower, grace_hopper). 128x128, 8 frames, 25 steps,
+motion_bucket_id 127, seed 42, PyTorch fp32 on the CPU. Per model:
+- VAE reconstruction PSNR and colourfulness (mean Lab chroma) ratio vs the input (bench/mini_vae_check.py);
+- frame 0 of the video vs the input (PSNR): SVD's first frame is the conditioning image;
+- the worst frame's colourfulness ratio vs the input;
+- the last frame warped back to frame 0 by Farneback flow (OpenCV), SSIM with frame 0: a scene that moves keeps it
+  high, one that melts does not.
+Writes bench/results/OUT.{json,md}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save  # noqa: E402
+from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8  # noqa: E402
+
+from svdtool.models import load_pipeline  # noqa: E402
+from svdtool.runtime import GenerationSettings, generate, load_image  # noqa: E402
+from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame  # noqa: E402
+
+SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, fps=7, motion_bucket_id=127,
+                              noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8)
+GOALS = {"vae_psnr": 26.0, "vae_colour": 0.10, "frame0_psnr": 22.0, "colour_over_time": 0.15, "warped_ssim": 0.7}
+
+
+def warped_last_frame_ssim(frames: np.ndarray) -> float:
+    """SSIM of frame 0 with the last frame warped onto it by Farneback flow (the settings validate's warp error uses)."""
+    import cv2
+    from skimage.metrics import structural_similarity
+
+    gray = grayscale(frames)
+    first, last = gray[0], gray[-1]
+    flow = cv2.calcOpticalFlowFarneback(first, last, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    height, width = first.shape
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    warped = cv2.remap(last, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return float(structural_similarity(first, warped, data_range=255))
+
+
+def measure(folder: str) -> dict:
+    vae, _ = check(Path(folder), "cpu")
+    pipeline = load_pipeline(folder, torch.float32)
+    inputs = {name: to_uint8(pixels) for name, pixels in held_out_pixels().items()}
+    photos = {}
+    for name, path in PHOTOS.items():
+        frames = generate(pipeline, load_image(path), SETTINGS, show_progress=False).frames
+        source = inputs[name]
+        chroma = colourfulness(source[None])
+        ratios = [colourfulness(frame[None]) / chroma for frame in frames]
+        photos[name] = {
+            "vae_psnr": vae["photos"][name]["psnr"], "vae_colour_ratio": vae["photos"][name]["colourfulness_ratio"],
+            "frame0_psnr": round(float(psnr_per_frame(frames[:1], source[None])[0]), 2),
+            "colour_ratio_worst": round(max(ratios, key=lambda r: abs(r - 1)), 3),
+            "warped_ssim": round(warped_last_frame_ssim(frames), 3),
+        }
+    rows = list(photos.values())
+    summary = {
+        "vae_psnr": round(float(np.mean([r["vae_psnr"] for r in rows])), 2),
+        "vae_colour_worst": max((r["vae_colour_ratio"] for r in rows), key=lambda r: abs(r - 1)),
+        "frame0_psnr": round(float(np.mean([r["frame0_psnr"] for r in rows])), 2),
+        "colour_over_time_worst": max((r["colour_ratio_worst"] for r in rows), key=lambda r: abs(r - 1)),
+        "warped_ssim": round(float(np.mean([r["warped_ssim"] for r in rows])), 3),
+    }
+    summary["met"] = {
+        "vae_psnr": summary["vae_psnr"] >= GOALS["vae_psnr"],
+        "vae_colour": abs(summary["vae_colour_worst"] - 1) <= GOALS["vae_colour"],
+        "frame0_psnr": summary["frame0_psnr"] >= GOALS["frame0_psnr"],
+        "colour_over_time": abs(summary["colour_over_time_worst"] - 1) <= GOALS["colour_over_time"],
+        "warped_ssim": summary["warped_ssim"] >= GOALS["warped_ssim"],
+    }
+    return {"folder": folder, "summary": summary, "photos": photos}
+
+
+def markdown(results: dict[str, dict], info: dict) -> str:
+    lines = [f"# svd-mini goals (issue #12), {', '.join(PHOTOS)}; 128x128x8, 25 steps, bucket 127, PyTorch fp32 on {info['cpu']}", "",
+             "| model | VAE PSNR (≥ 26 dB) | VAE chroma, worst ratio (±10 %) | frame 0 vs input (≥ 22 dB) | chroma over time, worst (±15 %) | last frame warped to frame 0, SSIM (≥ 0.7) |",
+             "|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        s, met = result["summary"], result["summary"]["met"]
+        mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
+        lines.append(f"| {name} | {s['vae_psnr']} {mark(met['vae_psnr'])} | ×{s['vae_colour_worst']} {mark(met['vae_colour'])} | "
+                     f"{s['frame0_psnr']} {mark(met['frame0_psnr'])} | ×{s['colour_over_time_worst']} {mark(met['colour_over_time'])} | "
+                     f"{s['warped_ssim']} {mark(met['warped_ssim'])} |")
+    lines += ["", "Per photo (VAE PSNR / frame 0 PSNR / warped SSIM):", ""]
+    for name, result in results.items():
+        cells = ", ".join(f"{photo} {r['vae_psnr']} / {r['frame0_psnr']} / {r['warped_ssim']}" for photo, r in result["photos"].items())
+        lines.append(f"- {name}: {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    out = argv[argv.index("--out") + 1] if "--out" in argv else "mini_goals"
+    models = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    if not models:
+        raise SystemExit(__doc__)
+    torch.manual_seed(0)
+    info = machine()
+    results = {name: measure(folder) for name, folder in models.items()}
+    save(out, {"machine": info, "settings": SETTINGS.as_dict(), "goals": GOALS, "models": results}, markdown(results, info))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
