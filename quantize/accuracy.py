@@ -7,11 +7,15 @@ calibration images), at this CPU's default precision.
 nncf.quantize_with_accuracy_control does this per quantizer group, but its ranking compiles the UNet once per group:
 measured on svd-mini (2 cores), 260 groups x 4.4 s = 19 min before the first layer is reverted, hours for SVD-XT.
 So the search here is over the layer classes of `UNET_LAYER_CLASSES`, most harmful first: keeping the first k
-classes in float is one nncf.quantize each, and k is found by bisection (about 4 quantizations for 8 classes).
+classes in float is one quantization each (nncf's pipeline, run step by step as in every int8 UNet), and k is found
+by bisection (about 4 quantizations for 8 classes). Each try is saved and dropped before the next, so the search's
+peak memory is one quantization's.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +24,7 @@ import openvino as ov
 from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
-from .modes import UNET_LAYER_CLASSES, QuantizeOptions, quantize_unet_int8
+from .modes import UNET_LAYER_CLASSES, QuantizeOptions, quantize_component
 
 SNR_CAP = 100.0  # dB: an exact match (the FP model against itself) scores this
 
@@ -55,22 +59,30 @@ def scorer(model: ov.Model, calls: list[dict[str, np.ndarray]]) -> Callable[[ov.
     return score
 
 
-def quantize_to_target(model: ov.Model, calibration: list[dict[str, np.ndarray]], held_out: list[dict[str, np.ndarray]],
-                       options: QuantizeOptions, target_db: float) -> tuple[ov.Model, dict[str, Any]]:
+def quantize_to_target(model_xml: Path, calibration: list[dict[str, np.ndarray]], held_out: list[dict[str, np.ndarray]],
+                       options: QuantizeOptions, target_db: float, scratch: Path, compress_to_fp16: bool) -> tuple[ov.Model, dict[str, Any]]:
     """The UNet quantized with the fewest layer classes in float that reach `target_db`, and what was decided. Raises
-    SvdtoolError when even the FP IR at this CPU's default precision scores below the target."""
+    SvdtoolError when even the FP IR at this CPU's default precision scores below the target. `scratch` holds the
+    tries and must outlive the returned model."""
+    model = ov.Core().read_model(model_xml)
     score = scorer(model, held_out)
     ceiling = score(model)
+    del model
     if target_db > ceiling:
         raise SvdtoolError(f"--accuracy-target {target_db} dB is above what the FP IR itself reaches at this CPU's default "
                            f"precision ({ceiling:.1f} dB): no quantization can meet it; choose at most {ceiling:.0f}")
     classes = list(UNET_LAYER_CLASSES)
-    tried: dict[int, tuple[float, ov.Model]] = {}
+    tried: dict[int, tuple[float, Path]] = {}
 
     def attempt(kept: int) -> float:
         patterns = [p for name in classes[:kept] for p in UNET_LAYER_CLASSES[name]]
-        candidate = quantize_unet_int8(model, calibration, options, patterns)
-        tried[kept] = (score(candidate), candidate)
+        work = scratch / f"classes_{kept}"
+        candidate = quantize_component("unet", model_xml, calibration, options, work, compress_to_fp16, float_layers=patterns)
+        saved = scratch / f"try_{kept}.xml"
+        ov.save_model(candidate, saved, compress_to_fp16=compress_to_fp16)
+        tried[kept] = (score(candidate), saved)
+        del candidate
+        shutil.rmtree(work)
         console.print(f"  {kept} layer classes in float: {tried[kept][0]:.1f} dB (target {target_db})")
         return tried[kept][0]
 
@@ -83,9 +95,10 @@ def quantize_to_target(model: ov.Model, calibration: list[dict[str, np.ndarray]]
             else:
                 low = middle + 1
     best = min((k for k, (value, _) in tried.items() if value >= target_db), default=max(tried, key=lambda k: tried[k][0]))
-    reached, quantized = tried[best]
-    return quantized, {"target_db": target_db, "fp_ir_db": round(ceiling, 2), "reached_db": round(reached, 2),
-                       "met": reached >= target_db, "kept_in_float_classes": classes[:best],
-                       "tried": {str(k): round(value, 2) for k, (value, _) in sorted(tried.items())},
-                       "metric": f"mean SNR of the denoised estimate vs the FP UNet on {len(held_out)} held-out UNet calls, "
-                                 "at this CPU's default precision"}
+    reached, path = tried[best]
+    return ov.Core().read_model(path), {
+        "target_db": target_db, "fp_ir_db": round(ceiling, 2), "reached_db": round(reached, 2),
+        "met": reached >= target_db, "kept_in_float_classes": classes[:best],
+        "tried": {str(k): round(value, 2) for k, (value, _) in sorted(tried.items())},
+        "metric": f"mean SNR of the denoised estimate vs the FP UNet on {len(held_out)} held-out UNet calls, "
+                  "at this CPU's default precision"}

@@ -30,7 +30,9 @@ def estimate_peak_gb(model_dir: Path, mode: str) -> float:
     """The highest RSS that `quantize` reaches (the larger of the calibration child's and the main process's)."""
     components = [folder for folder in Path(model_dir).iterdir() if (folder / "openvino_model.xml").is_file()]
     total = sum(ir_bytes(folder) for folder in components) / 1e9
-    unet = ir_bytes(Path(model_dir) / "unet") / 1e9
+    # DeepCache's UNets and --accuracy-target's tries are quantized one at a time, like the UNet: the largest counts
+    unets = [Path(model_dir) / "unet", *sorted((Path(model_dir) / "deepcache").glob("branch_*/*"))]
+    unet = max(ir_bytes(folder) for folder in unets) / 1e9
     return round(MARGIN * (BASE_GB + max(CHILD_PER_IR_GB * total, UNET_PER_IR_GB.get(mode, 0.0) * unet)), 1)
 
 

@@ -107,14 +107,21 @@ class QuantizeOptions:
                 "overflow_fix": self.overflow_fix().value}
 
 
-def quantize_component(name: str, model: ov.Model, samples: list[dict[str, np.ndarray]], options: QuantizeOptions) -> ov.Model:
-    """Quantize one component's IR in the way `options.mode` prescribes for it."""
+def quantize_component(name: str, model_xml: Path, samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
+                       scratch: Path, compress_to_fp16: bool, float_layers: list[str] | None = None) -> ov.Model:
+    """Quantize one component's IR in the way `options.mode` prescribes for it. The int8 UNet (or a DeepCache UNet)
+    goes through `quantize_unet_stepwise` with `float_layers` (default UNET_FLOAT_LAYERS) in float, using `scratch`,
+    which must outlive the returned model (its float weights are read from there)."""
     with logs.library_progress_hidden():
-        return _quantize_component(name, model, samples, options)
+        if options.method(name) == "nncf.quantize":
+            layers = list(UNET_FLOAT_LAYERS if float_layers is None else float_layers)
+            return quantize_unet_stepwise(model_xml, samples, options, layers, scratch, compress_to_fp16)
+        return _quantize_component(name, ov.Core().read_model(model_xml), samples, options)
 
 
 def unet_int8_parameters(samples: int, options: QuantizeOptions, float_layers: list[str]) -> dict[str, Any]:
-    """nncf.quantize's arguments for the UNet in --mode int8, with `float_layers` (regex patterns) kept in float."""
+    """nncf.quantize's arguments for the UNet in --mode int8, with `float_layers` (regex patterns) kept in float (the
+    pipeline `quantize_unet_stepwise` runs is nncf's for these arguments)."""
     return dict(
         subset_size=samples, model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.PERFORMANCE,
         ignored_scope=nncf.IgnoredScope(patterns=[*float_layers, *options.ignored_scope], validate=False),
@@ -123,14 +130,6 @@ def unet_int8_parameters(samples: int, options: QuantizeOptions, float_layers: l
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=options.smooth_quant_alpha),
         ),
     )
-
-
-def quantize_unet_int8(model: ov.Model, samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
-                       float_layers: list[str]) -> ov.Model:
-    """nncf.quantize of the UNet for --mode int8 (what accuracy control calls); `quantize_unet_stepwise` is the same
-    pipeline with less memory."""
-    with logs.library_progress_hidden():
-        return nncf.quantize(model, nncf.Dataset(samples), **unet_int8_parameters(len(samples), options, float_layers))
 
 
 def quantize_unet_stepwise(model_xml: Path, samples: list[dict[str, np.ndarray]], options: QuantizeOptions,
@@ -159,6 +158,7 @@ def quantize_unet_stepwise(model_xml: Path, samples: list[dict[str, np.ndarray]]
             result.add_statistic_point(point)
         return result
 
+    scratch.mkdir(parents=True, exist_ok=True)
     pipeline = create_ptq_pipeline(**unet_int8_parameters(len(samples), options, float_layers))
     dataset = nncf.Dataset(samples)
     model = remove_friendly_name_duplicates(ov.Core().read_model(model_xml))
@@ -184,10 +184,7 @@ def quantize_unet_stepwise(model_xml: Path, samples: list[dict[str, np.ndarray]]
 
 def _quantize_component(name: str, model: ov.Model, samples: list[dict[str, np.ndarray]], options: QuantizeOptions) -> ov.Model:
     ignored = nncf.IgnoredScope(patterns=list(options.ignored_scope), validate=False) if options.ignored_scope else None
-    method = options.method(name)
-    if method == "nncf.quantize":
-        return quantize_unet_int8(model, samples, options, list(UNET_FLOAT_LAYERS))
-    if method == "optimum-intel hybrid":
+    if options.method(name) == "optimum-intel hybrid":
         return _hybrid(model, samples, options)
     if options.mode == "w4":
         return nncf.compress_weights(

@@ -29,11 +29,12 @@ from .deepcache import ir_bytes, quantize_deepcache
 from .fusion import fusion_report
 from .headroom import check_headroom
 from .accuracy import quantize_to_target
-from .modes import CPU_TARGETS, MODES, UNET_FLOAT_LAYERS, QuantizeOptions, quantize_component, quantize_unet_stepwise
+from .modes import CPU_TARGETS, MODES, QuantizeOptions, quantize_component
 from .record import collect_calibration_data, held_out_unet_calls
 
 # The UNet goes first, while the process holds nothing else: nncf's statistics model of the full SVD UNet is compiled
-# at f32 (modes.quantize_unet_stepwise keeps its peak down).
+# at f32 (modes.quantize_unet_stepwise keeps its peak down; DeepCache's UNets and --accuracy-target's tries go through
+# it too).
 COMPONENTS = ("unet", "image_encoder", "vae_encoder", "vae_decoder")
 # Calibration runs the FP pipeline; at full SVD size that is slow and nncf's statistics need memory in proportion
 # to the activations, so by default it runs at no more than this (statistics transfer across resolutions).
@@ -101,15 +102,12 @@ def quantize(
         with progress_task(f"quantize ({options.mode})", len(COMPONENTS)) as advance:
             for name in COMPONENTS:
                 with PeakRSS() as peak, tempfile.TemporaryDirectory(prefix="svdtool-ptq-") as scratch:
+                    xml = model_dir / name / OV_XML
                     if name == "unet" and accuracy_target is not None:
-                        model = ov.Core().read_model(model_dir / name / OV_XML)
-                        quantized, accuracy_control = quantize_to_target(model, data["unet"], data["unet_held_out"], options, accuracy_target)
-                        del model
-                    elif options.method(name) == "nncf.quantize":
-                        quantized = quantize_unet_stepwise(model_dir / name / OV_XML, data[name], options,
-                                                           list(UNET_FLOAT_LAYERS), Path(scratch), compress_to_fp16)
+                        quantized, accuracy_control = quantize_to_target(xml, data["unet"], data["unet_held_out"], options,
+                                                                         accuracy_target, Path(scratch), compress_to_fp16)
                     else:
-                        quantized = quantize_component(name, ov.Core().read_model(model_dir / name / OV_XML), data[name], options)
+                        quantized = quantize_component(name, xml, data[name], options, Path(scratch), compress_to_fp16)
                     (tmp / name).mkdir(exist_ok=True)
                     ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
                     fusion = fusion_report(quantized)

@@ -123,10 +123,11 @@ def test_stepwise_unet_quantization_equals_nncf_quantize(tiny_ir_fp16, tmp_path)
     """The memory-saving path (nncf's pipeline run step by step, statistics collected a few points per pass, the model
     saved and read back between steps) gives nncf.quantize's UNet: bit for bit when the model is kept at f32 in between,
     and as close to the FP UNet when it goes back to fp16 between the steps (what an fp16 IR gets)."""
+    import nncf
     import openvino as ov
 
     from svdtool.convert import OV_XML
-    from svdtool.quantize.modes import UNET_FLOAT_LAYERS, quantize_unet_int8, quantize_unet_stepwise
+    from svdtool.quantize.modes import UNET_FLOAT_LAYERS, quantize_unet_stepwise, unet_int8_parameters
 
     xml = tiny_ir_fp16 / "unet" / OV_XML
     model = ov.Core().read_model(xml)
@@ -135,9 +136,7 @@ def test_stepwise_unet_quantization_equals_nncf_quantize(tiny_ir_fp16, tmp_path)
     dims = {"sample": (2, 2, 8, 8, 8), "timestep": (), "encoder_hidden_states": (2, 1, width), "added_time_ids": (2, 3)}
     samples = [{name: rng.standard_normal(shape).astype(np.float32) for name, shape in dims.items()} for _ in range(3)]
     options, layers = QuantizeOptions(), list(UNET_FLOAT_LAYERS)
-    (tmp_path / "f32").mkdir()
-    (tmp_path / "f16").mkdir()
-    models = [quantize_unet_int8(model, samples, options, layers),
+    models = [nncf.quantize(model, nncf.Dataset(samples), **unet_int8_parameters(len(samples), options, layers)),
               quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f32", compress_to_fp16=False, statistics_per_pass=40),
               quantize_unet_stepwise(xml, samples, options, layers, tmp_path / "f16", compress_to_fp16=True)]
     fp, whole, exact, rounded = (ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(samples[0])[0]
