@@ -47,7 +47,7 @@ def record(fp_dir: Path) -> dict:
     calibration = collect_calibration_data(pipeline, photos, settings, unet_samples=64)["unet"]
     evaluation = []
     for photo in sorted((HERE / "heldout").glob("*.jpg")):
-        with recording(pipeline) as calls:
+        with recording(pipeline, settings) as calls:
             generate(pipeline, Image.open(photo).convert("RGB"), settings, show_progress=False)
         evaluation += [calls["unet"][step] for step in EVAL_STEPS]
     data = {"calibration": calibration, "evaluation": evaluation, "halves": split_guidance_halves(evaluation)}

@@ -16,8 +16,12 @@ PARTS = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
 
 
 @contextmanager
-def recording(pipeline: OVStableVideoDiffusionPipeline) -> Iterator[dict[str, list[dict[str, np.ndarray]]]]:
-    """Wrap each part's compiled request so every call's input dict is copied into the yielded lists."""
+def recording(pipeline: OVStableVideoDiffusionPipeline, settings: GenerationSettings) -> Iterator[dict[str, list[dict[str, np.ndarray]]]]:
+    """Wrap each part's compiled request so every call's input dict is copied into the yielded lists. The pipeline is
+    fitted to `settings` first: fitting recompiles the parts, and a request replaced inside `generate` would go
+    unrecorded (the first calibration image's calls were lost that way)."""
+    pipeline.fit(settings.height, settings.width, settings.num_frames, settings.decode_chunk_size,
+                 guided=settings.max_guidance_scale > 1)
     calls: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     originals = {}
     for name in PARTS:
@@ -66,7 +70,7 @@ def collect_calibration_data(
     data: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     with progress_task("calibration", len(images)) as advance:
         for index, image in enumerate(images):
-            with recording(pipeline) as calls:
+            with recording(pipeline, settings) as calls:
                 generate(pipeline, image, GenerationSettings(**{**settings.as_dict(), "seed": settings.seed + index}), show_progress=False)
             for name in ("image_encoder", "vae_encoder", "vae_decoder"):
                 data[name].extend(calls[name])
@@ -85,7 +89,7 @@ def held_out_unet_calls(pipeline: OVStableVideoDiffusionPipeline, images: list[I
     timesteps: what `--accuracy-target` scores a quantized UNet on."""
     calls = []
     for index, image in enumerate(images):
-        with recording(pipeline) as recorded:
+        with recording(pipeline, settings) as recorded:
             generate(pipeline, image, GenerationSettings(**{**settings.as_dict(), "seed": settings.seed + 100 + index}), show_progress=False)
         calls.append(recorded["unet"])
     steps = max(len(c) for c in calls)

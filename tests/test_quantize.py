@@ -41,6 +41,8 @@ def test_int8_manifest(int8_dir, tiny_ir_fp16):
     assert calibration["settings"]["num_inference_steps"] == 2
     components = manifest["quantization"]["components"]
     assert components["unet"]["calibration_samples"] == 8
+    # every calibration image's inputs are recorded (the first one's were lost when generate's reshape recompiled)
+    assert components["image_encoder"]["calibration_samples"] == components["vae_encoder"]["calibration_samples"] == 3
     assert components["unet"]["bytes_after"] < components["unet"]["bytes_before"]
     quality = manifest["quantization"]["quality_check"]
     assert quality["images"] == 2 and 10 < quality["mean"]["psnr_mean"] <= 100
