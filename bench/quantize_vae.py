@@ -1,8 +1,7 @@
 """Does full INT8 (weights and activations) of the VAE decoder, VAE encoder and image encoder pay? (#11 item 3)
 
-python bench/quantize_vae.py FP_DIR [--calib DIR] [--size H W] [--frames F] [--max-images N] [--accuracy-control DB]
-    [--name NAME] -> bench/results/quantize_vae_NAME.{json,md}   (--max-images: the first N photos of each set, for
-    large models; --accuracy-control: also the decoder through nncf.quantize_with_accuracy_control, that PSNR drop)
+python bench/quantize_vae.py FP_DIR [--calib DIR] [--size H W] [--frames F] [--max-images N] [--name NAME]
+    -> bench/results/quantize_vae_NAME.{json,md}   (--max-images: the first N photos of each set, for large models)
 
 Each component's inputs are recorded while the FP pipeline (f32) generates from the calibration photos (as `svdtool
 quantize` records them) and from the held-out photos (bench/heldout/). Variants per component: the FP16 IR at this
@@ -65,18 +64,6 @@ def quality(name: str, outputs: list[np.ndarray], reference: list[np.ndarray]) -
     return round(10 * np.log10(signal / max(error, 1e-30)), 2)
 
 
-def decoder_with_accuracy_control(fp: ov.Model, calibration: nncf.Dataset, held_out: list[dict], reference: list[np.ndarray],
-                                  max_drop: float) -> ov.Model:
-    """nncf.quantize_with_accuracy_control on the decoder: quantizer groups reverted to float, most harmful first, until
-    the decoded frames' PSNR against the FP32 decoder (held-out inputs) is within `max_drop` dB of the FP IR's."""
-    def psnr(compiled: ov.CompiledModel, items) -> float:
-        return quality("vae_decoder", [compiled(inputs)[0] for inputs, _ in items], [want for _, want in items])
-
-    validation = nncf.Dataset(list(zip(held_out, reference)), lambda item: item[0])
-    return nncf.quantize_with_accuracy_control(fp.clone(), calibration, validation, psnr, max_drop=max_drop,
-                                               drop_type=nncf.DropType.ABSOLUTE)
-
-
 def measure(name: str, model: ov.Model, inputs: list[dict], reference: list[np.ndarray]) -> dict:
     compiled = ov.Core().compile_model(model, "CPU")
     outputs = [compiled(x)[0] for x in inputs]
@@ -95,7 +82,6 @@ def main(argv: list[str]) -> None:
     size = tuple(int(v) for v in option("--size", 2)) if option("--size", 2) else None
     frames = int(option("--frames")[0]) if option("--frames") else None
     max_images = int(option("--max-images")[0]) if option("--max-images") else 100
-    accuracy_drop = float(option("--accuracy-control")[0]) if option("--accuracy-control") else None
     name_tag = (option("--name") or [fp_dir.name])[0]
     data, settings = record(fp_dir, calib, size, frames, max_images)
     core, results = ov.Core(), {}
@@ -114,9 +100,6 @@ def main(argv: list[str]) -> None:
                 ignored_scope=nncf.IgnoredScope(patterns=[".*conv_in.*", ".*conv_out.*", ".*time_conv_out.*",
                                                           ".*patch_embedding.*", ".*visual_projection.*"], validate=False)),
         }
-        if name == "vae_decoder" and accuracy_drop is not None:
-            variants[f"full INT8, nncf accuracy control (max drop {accuracy_drop:g} dB)"] = decoder_with_accuracy_control(
-                fp, dataset, held_out, reference, accuracy_drop)
         results[name] = {label: measure(name, model, held_out, reference) for label, model in variants.items()}
         results[name]["calibration_inputs"] = len(data[name]["calibration"])
     info = machine()
