@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from svdtool.console import progress_task
-from svdtool.runtime import GenerationSettings, OVStableVideoDiffusionPipeline, generate
+from svdtool.runtime import GenerationSettings, OVStableVideoDiffusionPipeline, fit_shapes, generate
 
 PARTS = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
 
@@ -18,10 +18,9 @@ PARTS = ("image_encoder", "vae_encoder", "vae_decoder", "unet")
 @contextmanager
 def recording(pipeline: OVStableVideoDiffusionPipeline, settings: GenerationSettings) -> Iterator[dict[str, list[dict[str, np.ndarray]]]]:
     """Wrap each part's compiled request so every call's input dict is copied into the yielded lists. The pipeline is
-    fitted to `settings` first: fitting recompiles the parts, and a request replaced inside `generate` would go
+    fitted to `settings` first, as `generate` fits it: fitting recompiles the parts, and a request replaced inside `generate` would go
     unrecorded (the first calibration image's calls were lost that way)."""
-    pipeline.fit(settings.height, settings.width, settings.num_frames, settings.decode_chunk_size,
-                 guided=settings.max_guidance_scale > 1)
+    fit_shapes(pipeline, settings)
     calls: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     originals = {}
     for name in PARTS:

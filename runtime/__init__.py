@@ -7,7 +7,7 @@ OpenVINO-backed names load on first use, so the PyTorch reference path (`generat
 from importlib import import_module
 from typing import Any
 
-from .generate import GenerationResult, GenerationSettings, generate, seeded_noise, stage_timer
+from .generate import GenerationResult, GenerationSettings, fit_shapes, generate, seeded_noise, stage_timer
 from .media import load_image, output_kind, read_video, write_video
 
 _LAZY = {
@@ -17,8 +17,8 @@ _LAZY = {
     "resolve_model_dir": ".loading",
 }
 
-__all__ = ["GenerationResult", "GenerationSettings", "generate", "load_image", "output_kind", "read_video", "seeded_noise",
-           "stage_timer", "write_video", *_LAZY]
+__all__ = ["GenerationResult", "GenerationSettings", "fit_shapes", "generate", "load_image", "output_kind", "read_video",
+           "seeded_noise", "stage_timer", "write_video", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

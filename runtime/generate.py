@@ -142,7 +142,7 @@ def generate(
     """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline, from the
     noise of `seeded_noise`: CUDA, CPU and OpenVINO runs of one model, in any dtype, start from identical noise.
     `on_step(n)` is told after each denoising step (n = steps done), e.g. for a service's job progress."""
-    _fit_shapes(pipeline, settings)
+    fit_shapes(pipeline, settings)
     generator, latents = seeded_noise(pipeline, settings)
     num_frames = settings.num_frames
     pipeline.set_progress_bar_config(disable=True)
@@ -191,7 +191,7 @@ def seeded_noise(pipeline: Any, settings: GenerationSettings) -> tuple[torch.Gen
     return torch.Generator("cpu").manual_seed(settings.seed), latents.to(dtype)
 
 
-def _fit_shapes(pipeline: Any, settings: GenerationSettings) -> None:
+def fit_shapes(pipeline: Any, settings: GenerationSettings) -> None:
     """OpenVINO pipelines: a dynamic IR is shaped for these settings (faster); one the user fixed must match them."""
     if not hasattr(pipeline, "vae_decoder"):  # only OpenVINO pipelines have shapes to fit
         return
