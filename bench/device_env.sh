@@ -7,8 +7,11 @@
 # python-multipart, opentelemetry-api, grpcio-reflection) are added when carried.
 SITE=bench/.cache/site  # ignored by .gitignore, so it stays on a warm machine between calls
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/$SITE:$PWD"
-if [ ! -d $SITE ]; then
+if [ ! -f $SITE/.wheels ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE ${WHEELS:-.whl}/*.whl
+  touch $SITE/.wheels
+fi
+if [ -d .ovsite ] && [ ! -d $SITE/openvino ]; then  # a call may carry the wheels first and the OpenVINO site later
   tar -C $SITE -xJf .ovsite/ov-site.tar.xz
 fi
 if [ -d .rayw ] && [ ! -d $SITE/ray ]; then
@@ -19,5 +22,5 @@ if [ -d .servew ] && [ ! -d $SITE/fastapi ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE .servew/*.whl
 fi
 for part in convert quantize runtime validate models batch serve; do ln -sfn "../$part" "svdtool/$part"; done  # pyproject's package-dir
-python3 -c "import openvino, nncf, optimum.intel.openvino.modeling_diffusion; print('openvino', openvino.__version__, 'nncf', nncf.__version__)"
+[ ! -d $SITE/openvino ] || python3 -c "import openvino, nncf, optimum.intel.openvino.modeling_diffusion; print('openvino', openvino.__version__, 'nncf', nncf.__version__)"
 lscpu | grep -E "Model name|^CPU\(s\)"

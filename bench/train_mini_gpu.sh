@@ -13,10 +13,12 @@
 # Carry .whl-core and .ovsite (bench/device_env.sh: the checks and `svdtool reference` import svdtool.runtime, which
 # needs OpenVINO). A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a minute) catches what would
 # otherwise end a 10-minute call without a model. The model travels back as 15 MB parts of a tar (the transfer
-# takes files of at most 16 MiB).
+# takes files of at most 16 MiB). To train while the host's CPUs measure something else, start it in its own process
+# session on a few cores (the device tool ends a call's other processes when it returns; this one runs on):
+#   WORKERS=3 setsid nohup taskset -c 0-3 bench/train_mini_gpu.sh resume bench/.cache/out 11 7 > bench/.cache/out/run.log 2>&1 &
 set -euo pipefail
 stage=$1 out=$2
-cache=bench/.cache
+cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared
 WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 train="python3 -m svdtool.models.train_mini"
@@ -28,9 +30,9 @@ resume() {  # VAE minutes, UNet minutes
   if [ ! -f $cache/train/v2/state.pt ]; then  # a fresh machine: the carried pipeline
     mkdir -p $cache/mini && rm -rf $cache/mini/v2 && cp -r .mini/v2 $cache/mini/v2 && from="$from --init .mini/v2"
   fi
-  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers 14 >> "$out/train.log" 2>&1
-  $check $cache/mini/v2 --json "$out/vae_check.json" 2>> "$out/train.log"
+  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers >> "$out/train.log" 2>&1
   pack
+  $check $cache/mini/v2 --json "$out/vae_check.json" 2>> "$out/train.log"
 }
 
 case $stage in
@@ -39,7 +41,7 @@ vae)
   mkdir -p $cache/mini $cache/train
   for c in $widths; do
     $train --out $cache/mini/c$c --state $cache/train/c$c --latent-channels $c --vae-minutes "$minutes" \
-      --workers $(( 14 / $(wc -w <<< "$widths") )) > "$out/train_c$c.log" 2>&1 &
+      --workers $(( workers / $(wc -w <<< "$widths") )) > "$out/train_c$c.log" 2>&1 &
   done
   wait
   folders=$(for c in $widths; do echo $cache/mini/c$c; done)

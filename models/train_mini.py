@@ -177,7 +177,7 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, scaling_factor: float, clips: 
                workers: int, autocast) -> LatentPool:
     """Render `clips` clips (batch k of the stream is render_clips(seed + k)) and encode them once, in bf16."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("latents", "condition", "noise_aug", "first_frames", "buckets")}
-    stream = clip_batches(64, seed, device, workers)
+    stream = clip_batches(min(64, clips), seed, device, workers)
     while sum(len(b) for b in parts["buckets"]) < clips:
         frames, buckets = next(stream)
         batch, num_frames = frames.shape[:2]
@@ -337,6 +337,9 @@ def main(
     ema = None
     unet_optimizer_state = saved.get("unet_optimizer") if saved else None
     if unet_minutes > 0:
+        if vae_minutes > 0:  # the VAE's minutes survive a failure in the UNet stage
+            save_state(checkpoint, models, log, steps, scaling_factor, latent_channels,
+                       {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": saved and saved.get("ema")})
         unet, encoder = models["unet"].train().requires_grad_(True), models["image_encoder"].train().requires_grad_(True)
         parameters = list(unet.parameters()) + list(encoder.parameters())
         optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -344,6 +347,7 @@ def main(
         if saved and "unet_optimizer" in saved:
             optimizer.load_state_dict(saved["unet_optimizer"])
             ema.load_state_dict(saved["ema"])
+            ema.to(device)  # the state was loaded to the CPU
         elif saved is None and init is not None:
             ema.optimization_step = steps["unet"]  # a resumed run's EMA restarts from the saved (EMA) weights
         start = time.time()
@@ -360,20 +364,23 @@ def main(
         ema = EMAModel(models["unet"].parameters(), decay=0.999)
         ema.load_state_dict(saved["ema"])
 
-    state.mkdir(parents=True, exist_ok=True)
-    payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps,
-               "scaling_factor": scaling_factor, "latent_channels": latent_channels,
-               "vae_channels": tuple(models["vae"].config.block_out_channels)}
-    for key, value in (("vae_optimizer", saved_vae_optimizer), ("unet_optimizer", unet_optimizer_state)):
-        if value is not None:
-            payload[key] = value
-    if ema is not None:
-        payload["ema"] = ema.state_dict()
-    torch.save(payload, checkpoint)
+    save_state(checkpoint, models, log, steps, scaling_factor, latent_channels,
+               {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": ema and ema.state_dict()})
     save_pipeline({n: m.cpu() for n, m in models.items()}, ema, scaling_factor, out)
     (out / "loss.json").write_text(json.dumps(log))
     write_training_record(out, steps, scaling_factor, torch.cuda.get_device_name() if device == "cuda" else "cpu")
     print(f"saved {out} after steps {steps}", flush=True)
+
+
+def save_state(checkpoint: Path, models: dict, log: list, steps: dict, scaling_factor: float | None, latent_channels: int,
+               extra: dict) -> None:
+    """The full-precision state `--state` resumes from; `extra` entries that are None are left out."""
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps,
+               "scaling_factor": scaling_factor, "latent_channels": latent_channels,
+               "vae_channels": tuple(models["vae"].config.block_out_channels),
+               **{key: value for key, value in extra.items() if value is not None}}
+    torch.save(payload, checkpoint)
 
 
 def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase: str, steps: dict, log: list, autocast,

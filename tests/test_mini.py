@@ -71,3 +71,9 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     changed = trained.image_encoder.visual_projection.weight, shipped.image_encoder.visual_projection.weight
     assert not torch.equal(*changed)  # the UNet is saved as its EMA, which one step barely moves
     assert (tmp_path / "state" / "state.pt").is_file() and isinstance(json.loads((out / "loss.json").read_text()), list)
+    steps = json.loads((out / "training.json").read_text())["steps"]
+    # a second call resumes from the state, optimisers and EMA included (the EMA is loaded to the CPU, moved to the device)
+    train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
+               unet_batch=1, lr=1e-4, vae_lr=1e-4, decoder_only=True, latent_channels=4, workers=0, pool_clips=4)
+    resumed = json.loads((out / "training.json").read_text())["steps"]
+    assert resumed["vae"] > steps["vae"] and resumed["unet"] > steps["unet"]
