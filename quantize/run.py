@@ -61,7 +61,7 @@ def quantize(
 ) -> dict[str, Any]:
     """Quantize an exported folder with `options.mode` (int8, hybrid, w8, w4), calibrated on `calib` images.
 
-    With `accuracy_target` (int8 only), nncf's accuracy control picks the UNet layers kept in float (see accuracy.py);
+    With `accuracy_target` (int8 only), a search over layer classes picks the UNet layers kept in float (accuracy.py);
     a target it cannot meet raises SvdtoolError and writes nothing, unless `keep_best`: then the best IR is written,
     its manifest says the target was missed (`quantization.accuracy_control.met`), and the caller exits non-zero."""
     if options.mode not in MODES:

@@ -29,9 +29,9 @@ def quantize(
     smooth_quant_alpha: float = typer.Option(0.95, help="SmoothQuant alpha for MatMuls in int8 mode (-1 disables)"),
     ignored_scope: list[str] = typer.Option([], "--ignored-scope", help="regex of node names to keep in float (repeatable)"),
     accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="int8: the minimum mean SNR (dB) of the "
-                                                    "UNet's denoised estimate vs FP on held-out steps; nncf's accuracy control "
-                                                    "keeps the most sensitive layers in float until it holds (higher: closer to "
-                                                    "FP, slower; default: svdtool's measured recipe)"),
+                                                    "UNet's denoised estimate vs FP on held-out steps; a bisection over layer "
+                                                    "classes keeps the most harmful ones in float until it holds (higher: closer "
+                                                    "to FP, slower; default: svdtool's measured recipe)"),
     keep_best: bool = typer.Option(False, "--keep-best", help="with --accuracy-target: write the best IR even when the "
                                                              "target is missed (the command still exits 1)"),
     seed: int = typer.Option(42, help="seed of the calibration generations"),
