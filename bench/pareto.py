@@ -5,9 +5,10 @@ svd-xt (random weights, `svdtool bench`). Every number comes from the user-facin
     python bench/pareto.py build mini|svd-xt [RECIPE ...]   export once, then quantize each recipe (existing IRs kept)
     python bench/pareto.py quality [RECIPE ...]             svd-mini: the reference once, then validate every IR
     python bench/pareto.py speed [--size 256x256x8] [--steps 4] [RECIPE ...]   svd-xt: one `svdtool bench` over the IRs
-    python bench/pareto.py table TAG                        -> bench/results/pareto_TAG.{json,md}
+    python bench/pareto.py table TAG [--work DIR] [--note TEXT]   -> bench/results/pareto_TAG.{json,md}
 
-Work and logs live in bench/.cache/pareto/ (kept on a warm device machine between calls). svd-xt is calibrated
+Work and logs live in bench/.cache/pareto/ (kept on a warm device machine between calls); `table --work` reads one
+brought back from another machine (the Xeon table: bench results and validate reports copied from the device). svd-xt is calibrated
 small (8 samples at 128x128x4, 2 steps): its weights are random, so only its speed and size are read.
 """
 
