@@ -196,8 +196,8 @@ def _markdown(result: dict) -> str:
             s = row["svd_xt"].get(b)
             cells.append(f"{s['video_s']:.2f} ({base[b] / s['video_s']:.2f}×)" if s and base[b] else
                          "quantize refused: memory" if refused else "–")
-        steps = [f"{row['svd_xt'][b]['unet_step_s']:.2f}" for b in benches if b in row["svd_xt"]]
-        cells.append(" / ".join(steps) or "–")
+        steps = [f"{row['svd_xt'][b]['unet_step_s']:.2f}" if b in row["svd_xt"] else "–" for b in benches]
+        cells.append(" / ".join(steps) if row["svd_xt"] else "–")
         cells.append(f"{row['svd_xt_ir_gb']:.2f}" if row["svd_xt_ir_gb"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [f"`{r['recipe']}` {run}: {', '.join(q['failed_checks'])}" for r in result["rows"]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -35,12 +36,15 @@ def running_service(model, *options: str):
     """A real `svdtool serve` process on a free loopback port, up (health answers) until the block ends."""
     pytest.importorskip("ray.serve")
     port = free_port()
+    # The console goes to a file: a pipe nobody reads fills up over a module's requests, and the server then blocks
+    # on its next line ("stopping ...") until the teardown's timeout kills it.
+    console = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", str(model), "--port", str(port), *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=console, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, console.seek(0) or console.read()
         try:
             if httpx.get(f"{url}/v1/health", timeout=5).status_code == 200:
                 break
@@ -54,6 +58,7 @@ def running_service(model, *options: str):
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        console.close()
 
 
 @pytest.fixture(scope="module")
