@@ -92,6 +92,11 @@ class QuantizeOptions:
             params["ignored_scope"] = list(self.ignored_scope)
         return params
 
+    @property
+    def data_free(self) -> bool:
+        """Weight-only modes (w8, w4): nncf.compress_weights on every component, no calibration data to record."""
+        return self.method("unet") == "nncf.compress_weights"
+
     def method(self, component: str) -> str:
         if component == "unet" and self.mode == "int8":
             return "nncf.quantize"
