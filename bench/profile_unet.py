@@ -49,6 +49,7 @@ def profile(folder: Path, height: int, width: int, frames: int) -> dict:
     request.infer(inputs)
     groups: dict[str, float] = defaultdict(float)
     layer_types: dict[str, float] = defaultdict(float)
+    attention_types: dict[str, float] = defaultdict(float)
     for node in request.profiling_info:
         if node.status != node.Status.EXECUTED:
             continue
@@ -58,9 +59,16 @@ def profile(folder: Path, height: int, width: int, frames: int) -> dict:
         if group == "attention" and int8:
             group = "attention int8"
         groups[group] += ms
-        layer_types[f"{node.node_type} ({'int8' if int8 else 'float'})"] += ms
+        kind = f"{node.node_type} ({'int8' if int8 else 'float'})"
+        layer_types[kind] += ms
+        if group.startswith("attention"):
+            attention_types[kind] += ms
     return {"total_ms": round(sum(groups.values()), 1), "groups_ms": {k: round(v, 1) for k, v in sorted(groups.items())},
-            "top_layer_types_ms": {k: round(v, 1) for k, v in sorted(layer_types.items(), key=lambda kv: -kv[1])[:8]}}
+            "top_layer_types_ms": _top(layer_types, 8), "attention_layer_types_ms": _top(attention_types, 8)}
+
+
+def _top(times: dict[str, float], count: int) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1])[:count]}
 
 
 @app.command()
@@ -69,11 +77,11 @@ def main(tag: str, folders: list[Path], height: int = 576, width: int = 1024, fr
     m = machine()
     shape = f"{height}x{width}x{frames} (latents {height // 8}x{width // 8}, CFG batch 2)"
     lines = [f"# UNet call profile (PERF_COUNT), {shape}, on {m['cpu']} ({m['cores']} cores)", "",
-             "| IR | total (s) | attention float (s) | attention int8 (s) | other float (s) | int8 (s) | top layer types (s) |",
+             "| IR | total (s) | attention float (s) | attention int8 (s) | other float (s) | int8 (s) | attention by node type (s) |",
              "|---|---|---|---|---|---|---|"]
     for folder, r in results.items():
         g = r["groups_ms"]
-        top = ", ".join(f"{k} {v / 1e3:.2f}" for k, v in list(r["top_layer_types_ms"].items())[:4])
+        top = ", ".join(f"{k} {v / 1e3:.2f}" for k, v in list(r["attention_layer_types_ms"].items())[:4])
         lines.append(f"| {Path(folder).name} | {r['total_ms'] / 1e3:.2f} | {g.get('attention', 0) / 1e3:.2f} | "
                      f"{g.get('attention int8', 0) / 1e3:.2f} | {g.get('other float', 0) / 1e3:.2f} | {g.get('int8', 0) / 1e3:.2f} | {top} |")
     save(f"profile_unet_{tag}", {"machine": m, "shape": {"height": height, "width": width, "frames": frames}, "results": results},
