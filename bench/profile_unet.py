@@ -73,6 +73,11 @@ def _top(times: dict[str, float], count: int) -> dict[str, float]:
 
 @app.command()
 def main(tag: str, folders: list[Path], height: int = 576, width: int = 1024, frames: int = 2) -> None:
+    missing = [str(folder) for folder in folders if not (folder / "unet" / "openvino_model.xml").is_file()]
+    if missing:
+        raise SystemExit(f"no UNet IR (unet/openvino_model.xml) in {', '.join(missing)}: pass svdtool export/quantize folders")
+    if min(height, width, frames) < 1 or height % 8 or width % 8:
+        raise SystemExit("--height and --width must be positive multiples of 8 and --frames at least 1")
     results = {str(folder): profile(folder, height, width, frames) for folder in folders}
     m = machine()
     shape = f"{height}x{width}x{frames} (latents {height // 8}x{width // 8}, CFG batch 2)"

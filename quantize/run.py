@@ -87,18 +87,18 @@ def quantize(
     calibrate_on = images[:-2] if len(images) >= 3 else images
     if options.data_free:  # nncf.compress_weights takes no data: only the quality check uses the images
         calibrate_on = []
-        console.print(f"Quantizing {model_dir} ({options.mode}, weights only: no calibration run); quality check on"
-                      f" {len(holdout)} images from {calib} ({calibration.skipped} unreadable skipped) at"
-                      f" {settings.width}x{settings.height}, {settings.num_frames} frames, {settings.num_inference_steps} steps;"
-                      f" memory: about {memory['estimated_peak_gb']:g} GB at the peak, {memory['available_gb']:g} GB available")
+        plan = (f"{options.mode}, weights only: no calibration run); quality check on {len(holdout)} images from {calib}"
+                f" ({calibration.skipped} unreadable skipped) at")
     else:
-        console.print(f"Quantizing {model_dir} ({options.mode}) on {len(calibrate_on)} calibration images from {calib}"
-                      f" ({calibration.skipped} unreadable skipped); calibration at {settings.width}x{settings.height},"
-                      f" {settings.num_frames} frames, {settings.num_inference_steps} steps; memory: about"
-                      f" {memory['estimated_peak_gb']:g} GB at the peak, {memory['available_gb']:g} GB available")
+        plan = (f"{options.mode}) on {len(calibrate_on)} calibration images from {calib} ({calibration.skipped} unreadable"
+                f" skipped); calibration at")
+    console.print(f"Quantizing {model_dir} ({plan} {settings.width}x{settings.height}, {settings.num_frames} frames,"
+                  f" {settings.num_inference_steps} steps; memory: about {memory['estimated_peak_gb']:g} GB at the peak,"
+                  f" {memory['available_gb']:g} GB available")
 
     start = time.perf_counter()
-    data, collect_peak_gb = ({}, 0.0) if options.data_free else collect_in_subprocess(model_dir, calibrate_on, holdout, settings, samples)
+    data, collect_peak_gb = (({name: [] for name in COMPONENTS}, 0.0) if options.data_free
+                             else collect_in_subprocess(model_dir, calibrate_on, holdout, settings, samples))
     collect_seconds = time.perf_counter() - start
 
     report: dict[str, Any] = {}
@@ -114,7 +114,7 @@ def quantize(
                         quantized, accuracy_control = quantize_to_target(xml, data["unet"], data["unet_held_out"], options,
                                                                          accuracy_target, Path(scratch), compress_to_fp16)
                     else:
-                        quantized = quantize_component(name, xml, data.get(name, []), options, Path(scratch), compress_to_fp16)
+                        quantized = quantize_component(name, xml, data[name], options, Path(scratch), compress_to_fp16)
                     (tmp / name).mkdir(exist_ok=True)
                     ov.save_model(quantized, tmp / name / OV_XML, compress_to_fp16=compress_to_fp16)
                     fusion = fusion_report(quantized)
@@ -128,7 +128,7 @@ def quantize(
                 report[name] = {
                     "nncf": options.nncf_parameters(name) if name != "unet" or accuracy_control is None
                     else {"method": "nncf.quantize_with_accuracy_control", **accuracy_control},
-                    "calibration_samples": len(data.get(name, [])),
+                    "calibration_samples": len(data[name]),
                     "bytes_before": ir_bytes(model_dir / name),
                     "bytes_after": ir_bytes(tmp / name),
                     "seconds": round(peak.seconds, 1),
@@ -138,7 +138,7 @@ def quantize(
                 advance()
         if (model_dir / "deepcache").is_dir():
             with progress_task(f"quantize DeepCache UNets ({options.mode})", 1) as advance:
-                report.update(quantize_deepcache(model_dir, tmp, data.get("unet", []), options, compress_to_fp16))
+                report.update(quantize_deepcache(model_dir, tmp, data["unet"], options, compress_to_fp16))
                 advance()
         quality, quality_peak_gb = quality_check(model_dir, tmp, holdout, settings)
         manifest = {
