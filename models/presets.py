@@ -9,9 +9,11 @@ CLIP ViT-H/14 with a 1024-d projection) for memory and speed work.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +195,19 @@ class BuiltinModel:
     description: str
     folder: Path
     defaults: GenerationDefaults
+
+    def weights_sha256(self) -> str:
+        """One sha256 over the shipped weight files: tells an IR exported from an earlier build of the model."""
+        return _weights_sha256(self.folder)
+
+
+@cache
+def _weights_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {

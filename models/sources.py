@@ -56,6 +56,8 @@ class Source:
         info: dict[str, Any] = {"kind": self.kind, "ref": self.ref, "random_weights": self.random_weights}
         if self.kind in ("preset", "builtin"):
             info["description"] = (PRESETS if self.kind == "preset" else BUILTIN_MODELS)[self.ref].description
+        if self.kind == "builtin":
+            info["weights_sha256"] = BUILTIN_MODELS[self.ref].weights_sha256()
         if self.variant:
             info["variant"] = self.variant
         if self.revision:

@@ -99,7 +99,10 @@ def _named_model_ir(name: str, folder: Path, deepcache: DeepCacheSettings | None
 
     exists = (folder / MANIFEST_NAME).is_file()
     branches = available_branches(folder) if exists else []
-    if exists and deepcache is not None and deepcache.enabled and deepcache.branch not in branches:
+    shipped = resolve_source(name).describe().get("weights_sha256")
+    if exists and read_manifest(folder)["source"].get("weights_sha256") != shipped:
+        console.print(f"The cached IR of {name!r} was exported from other weights than this svdtool ships: exporting it again to {folder}")
+    elif exists and deepcache is not None and deepcache.enabled and deepcache.branch not in branches:
         console.print(f"Adding DeepCache branch {deepcache.branch} to the cached IR of {name!r}: exporting it again to {folder}")
     elif not exists:
         console.print(f"First use of {name!r} with OpenVINO: exporting it once to {folder} (`svdtool cache` lists and clears it)")
