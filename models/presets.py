@@ -10,6 +10,7 @@ CLIP ViT-H/14 with a 1024-d projection) for memory and speed work.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import zlib
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from svdtool.outputs import sha256_file
 
 
 @dataclass(frozen=True)
@@ -203,11 +206,8 @@ class BuiltinModel:
 
 @cache
 def _weights_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*.safetensors")):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    files = {path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*.safetensors"))}
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
