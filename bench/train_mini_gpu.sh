@@ -16,6 +16,8 @@
 # takes files of at most 16 MiB). To train while the host's CPUs measure something else, start it in its own process
 # session on a few cores (the device tool ends a call's other processes when it returns; this one runs on):
 #   WORKERS=3 setsid nohup taskset -c 0-3 bench/train_mini_gpu.sh resume bench/.cache/out 11 7 > bench/.cache/out/run.log 2>&1 &
+# MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's last run (UNet 10,475 -> 13,356
+# steps) was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared
@@ -30,7 +32,8 @@ resume() {  # VAE minutes, UNet minutes
   if [ ! -f $cache/train/v2/state.pt ]; then  # a fresh machine: the carried pipeline
     mkdir -p $cache/mini && rm -rf $cache/mini/v2 && cp -r .mini/v2 $cache/mini/v2 && from="$from --init .mini/v2"
   fi
-  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers >> "$out/train.log" 2>&1
+  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
+    --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" >> "$out/train.log" 2>&1
   pack
   $check $cache/mini/v2 --json "$out/vae_check.json" 2>> "$out/train.log"
 }

@@ -1,9 +1,11 @@
 """Procedural training clips for svd-mini: textured scenes moved by known camera and object motions.
 
 Every clip is a function of (seed, index), so the data set is reproducible without being stored. Backgrounds are
-photos bundled with scikit-image, multi-octave noise textures, stripes and gradients; the camera pans, zooms and
-rotates over them while 0-3 shaded shapes move on their own. The mean per-pixel displacement (px/frame, known
-exactly from the motion) sets `motion_bucket_id`, as optical-flow magnitude does in SVD.
+photos bundled with scikit-image, multi-octave noise textures, stripes and gradients. With `motion="random"` the
+camera pans, zooms and rotates over them in a random mix and direction while 0-3 shaded shapes move on their own;
+with `motion="zoom"` the camera only zooms in on the centre, so the motion is a function of its strength alone. The
+mean per-pixel displacement (px/frame, known exactly from the motion) sets `motion_bucket_id`, as optical-flow
+magnitude does in SVD.
 
 Written with torch (affine grids + `grid_sample`) rather than OpenCV so a batch renders on the training GPU.
 """
@@ -14,6 +16,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ TRAIN_PHOTOS = (
     "page.png", "text.png", "color.png",
 )
 HELD_OUT_PHOTOS = ("chelsea.png", "coffee.png")  # never seen in training: evaluation and README inputs
+Motion = Literal["random", "zoom"]
 
 
 @dataclass
@@ -177,8 +181,11 @@ def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None) -> torch.Tens
     return canvas
 
 
-def _camera_motion(draw: _Draw, n: int) -> torch.Tensor:
-    """Per clip (direction, pan px/frame, zoom log-scale/frame, spin rad/frame), of random mix and unit strength."""
+def _camera_motion(draw: _Draw, n: int, motion: Motion) -> torch.Tensor:
+    """Per clip (direction, pan px/frame, zoom log-scale/frame, spin rad/frame) at unit strength: a random mix and
+    direction, or ("zoom") a zoom in on the centre."""
+    if motion == "zoom":
+        return torch.tensor([0.0, 0.0, 0.02, 0.0], device=draw.device).repeat(n, 1)
     direction = draw.uniform(n, high=2 * math.pi)
     mix = -torch.log(draw.uniform(n, 3).clamp_min(1e-6))  # Dirichlet(1, 1, 1)
     mix = mix / mix.sum(1, keepdim=True)
@@ -205,17 +212,22 @@ def _mean_step(grids: torch.Tensor) -> torch.Tensor:
     return (grids[:, 1:] - grids[:, :-1]).norm(dim=-1).mean(dim=(1, 2, 3))
 
 
-def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu") -> Clips:
-    """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames)."""
+def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu",
+                 motion: Motion = "random") -> Clips:
+    """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames).
+
+    `motion="zoom"`: the camera always moves (zooming in, from still at bucket 0 to MAX_FLOW) and no shapes move on
+    their own, so a clip's motion follows from its first frame and bucket -- a small model can commit to it, where
+    random directions leave it to average them into blur."""
     draw = _Draw(seed, device)
     size = CLIP_SIZE
     canvas = _backgrounds(draw, n, photos)
     # Aim each clip at a mean flow drawn uniformly (6 % static): camera flow is close to linear in its strength.
     target = draw.uniform(n, high=MAX_FLOW) * (draw.uniform(n) > 0.06).float()
-    camera_on = (draw.uniform(n) > 0.1).float()  # 10 % object-only motion
-    motion = _camera_motion(draw, n)
-    unit_flow = _mean_step(_camera_grids(motion, torch.ones_like(target), 2))
-    grids = _camera_grids(motion, (target / unit_flow.clamp_min(1e-3)).clamp(max=20.0) * camera_on, frames)
+    camera_on = (draw.uniform(n) > 0.1).float() if motion == "random" else torch.ones(n, device=draw.device)  # 10 % object-only
+    camera = _camera_motion(draw, n, motion)
+    unit_flow = _mean_step(_camera_grids(camera, torch.ones_like(target), 2))
+    grids = _camera_grids(camera, (target / unit_flow.clamp_min(1e-3)).clamp(max=20.0) * camera_on, frames)
     normalised = grids / (CANVAS_SIZE - 1) * 2 - 1
     video = F.grid_sample(
         canvas.repeat_interleave(frames, 0), normalised.reshape(n * frames, size, size, 2),
@@ -227,7 +239,7 @@ def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None
     coords = torch.arange(size, dtype=torch.float32, device=draw.device)
     ys, xs = torch.meshgrid(coords, coords, indexing="ij")
     objects = draw.integers(4, n)
-    for slot in range(3):
+    for slot in range(3 if motion == "random" else 0):
         present = (objects > slot).float()
         radius = draw.uniform(n, low=8, high=28)
         sides = draw.integers(6, n)  # 0-2: circle, else a regular polygon of 3-5 sides
@@ -257,14 +269,14 @@ def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None
     return Clips(video.clamp(-1, 1), mean_flow, flow_to_bucket(mean_flow))
 
 
-def save_samples(folder: Path, seed: int = 0, count: int = 16, frames: int = 8) -> Path:
+def save_samples(folder: Path, seed: int = 0, count: int = 16, frames: int = 8, motion: Motion = "random") -> Path:
     """Write `count` clips as GIFs plus a JSON of their flow and bucket, to look at the data."""
     import json
 
     import imageio.v3 as iio
 
     folder.mkdir(parents=True, exist_ok=True)
-    clips = render_clips(seed, count, frames, photo_bank())
+    clips = render_clips(seed, count, frames, photo_bank(), motion=motion)
     labels = []
     for i in range(count):
         name = f"clip{i:02d}_bucket{int(clips.motion_bucket_id[i]):03d}.gif"

@@ -31,7 +31,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .presets import CLIP_MEAN, CLIP_STD, PRESETS
-from .scenes import photo_bank, render_clips
+from .scenes import Motion, photo_bank, render_clips
 
 FRAMES = 8
 FPS = 7
@@ -70,9 +70,9 @@ class ClipStream(torch.utils.data.IterableDataset):
     `num_workers`-th batch and the loader takes them round-robin, so the stream is the same for any worker count.
     (v1 rendered on the GPU: its many small launches and host draws left the GPU idle most of the time.)"""
 
-    def __init__(self, batch: int, seed: int) -> None:
+    def __init__(self, batch: int, seed: int, motion: Motion) -> None:
         super().__init__()
-        self.batch, self.seed = batch, seed
+        self.batch, self.seed, self.motion = batch, seed, motion
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -80,14 +80,14 @@ class ClipStream(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         photos = photo_bank()
         while True:
-            clips = render_clips(self.seed + index, self.batch, FRAMES, photos)
+            clips = render_clips(self.seed + index, self.batch, FRAMES, photos, motion=self.motion)
             yield clips.frames, clips.motion_bucket_id
             index += stride
 
 
-def clip_batches(batch: int, seed: int, device: str, workers: int):
+def clip_batches(batch: int, seed: int, device: str, workers: int, motion: Motion):
     """Endless (frames, motion_bucket_id) batches of procedural clips on `device`."""
-    loader = torch.utils.data.DataLoader(ClipStream(batch, seed), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ClipStream(batch, seed, motion), batch_size=None, num_workers=workers,
                                          pin_memory=device == "cuda", prefetch_factor=4 if workers else None)
     for frames, buckets in loader:
         yield frames.to(device, non_blocking=True), buckets.to(device, non_blocking=True)
@@ -174,10 +174,10 @@ class LatentPool:
 
 @torch.no_grad()
 def build_pool(vae: AutoencoderKLTemporalDecoder, scaling_factor: float, clips: int, seed: int, device: str,
-               workers: int, autocast) -> LatentPool:
+               workers: int, autocast, motion: Motion) -> LatentPool:
     """Render `clips` clips (batch k of the stream is render_clips(seed + k)) and encode them once, in bf16."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("latents", "condition", "noise_aug", "first_frames", "buckets")}
-    stream = clip_batches(min(64, clips), seed, device, workers)
+    stream = clip_batches(min(64, clips), seed, device, workers, motion)
     while sum(len(b) for b in parts["buckets"]) < clips:
         frames, buckets = next(stream)
         batch, num_frames = frames.shape[:2]
@@ -231,8 +231,9 @@ def save_pipeline(models: dict, ema: EMAModel | None, scaling_factor: float, fol
     pipeline.save_pretrained(folder, safe_serialization=True)
 
 
-def write_training_record(folder: Path, steps: dict, scaling_factor: float, device: str) -> None:
-    """`training.json`: how the folder was made (objective, data, steps, versions) and a checksum of every file."""
+def write_training_record(folder: Path, steps: dict, scaling_factor: float, device: str, runs: list[str]) -> None:
+    """`training.json`: how the folder was made (objective, data, steps, the runs that made it, versions) and a
+    checksum of every file."""
     from svdtool.outputs import file_inventory, library_versions
 
     record = {
@@ -240,7 +241,7 @@ def write_training_record(folder: Path, steps: dict, scaling_factor: float, devi
         "objective": {"sigma": f"lognormal(P_mean={P_MEAN}, P_std={P_STD})", "prediction": "v (EDM preconditioning)",
                       "condition_drop": CONDITION_DROP, "noise_aug_strength": "lognormal(-3.0, 0.5)"},
         "vae_scaling_factor": scaling_factor, "data": "svdtool.models.scenes.render_clips (procedural, seeded)",
-        "loss_log": "loss.json", "versions": library_versions(),
+        "loss_log": "loss.json", "versions": library_versions(), "runs": runs,
     }
     record["files"] = file_inventory(folder)
     (folder / "training.json").write_text(json.dumps(record, indent=2))
@@ -282,7 +283,10 @@ def main(
     latent_channels: int = typer.Option(16, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
     pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
+    motion: str = typer.Option("random", help="training clips' camera: random (pan/zoom/spin mix, moving shapes) or zoom"),
 ) -> None:
+    if motion not in Motion.__args__:
+        raise typer.BadParameter(f"--motion is one of {', '.join(Motion.__args__)}, not {motion!r}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -291,16 +295,19 @@ def main(
     latent_channels, vae_channels = saved_vae_shape(saved, init, latent_channels)
     models = build_models(latent_channels, vae_channels)
     log: list[dict] = []
+    runs: list[str] = []
     steps = {"vae": 0, "unet": 0}
     scaling_factor = None
     if saved:
         for name in models:
             models[name].load_state_dict(saved["models"][name])
-        log, steps, scaling_factor = saved["log"], saved["steps"], saved["scaling_factor"]
+        log, steps, scaling_factor, runs = saved["log"], saved["steps"], saved["scaling_factor"], saved.get("runs", [])
     elif init:
         scaling_factor = load_init(models, init)
         log = json.loads((init / "loss.json").read_text()) if (init / "loss.json").is_file() else []
         steps = {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
+        record = init / "training.json"
+        runs = json.loads(record.read_text()).get("runs", []) if record.is_file() else []
     for model in models.values():
         model.to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
@@ -315,9 +322,12 @@ def main(
         optimizer = torch.optim.AdamW(trained.parameters(), lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
         if saved and "vae_optimizer" in saved and not decoder_only:
             optimizer.load_state_dict(saved["vae_optimizer"])
-        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device, workers)
+        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device, workers, motion)
+        first = steps["vae"]
         _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), trained.parameters(), optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
+        runs.append(f"VAE {'decoder only' if decoder_only else '(encoder + temporal decoder)'}: {first:,} -> {steps['vae']:,} "
+                    f"steps at lr {vae_lr:g}, {vae_batch} clips x {(128 // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
         if not decoder_only:
@@ -339,7 +349,8 @@ def main(
     if unet_minutes > 0:
         if vae_minutes > 0:  # the VAE's minutes survive a failure in the UNet stage
             save_state(checkpoint, models, log, steps, scaling_factor, latent_channels,
-                       {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": saved and saved.get("ema")})
+                       {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": saved and saved.get("ema"),
+                        "runs": runs})
         unet, encoder = models["unet"].train().requires_grad_(True), models["image_encoder"].train().requires_grad_(True)
         parameters = list(unet.parameters()) + list(encoder.parameters())
         optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -351,7 +362,8 @@ def main(
         elif saved is None and init is not None:
             ema.optimization_step = steps["unet"]  # a resumed run's EMA restarts from the saved (EMA) weights
         start = time.time()
-        pool = build_pool(models["vae"], scaling_factor, pool_clips, steps["unet"] * 7919, device, workers, autocast)
+        pool = build_pool(models["vae"], scaling_factor, pool_clips, steps["unet"] * 7919, device, workers, autocast, motion)
+        first = steps["unet"]
         print(f"encoded {pool_clips} clips in {time.time() - start:.0f} s", flush=True)
         generator = torch.Generator(device).manual_seed(steps["unet"])
         batches = iter(lambda: pool.sample(unet_batch, generator), None)
@@ -359,16 +371,19 @@ def main(
                parameters, optimizer, ema, batches, unet_minutes, "unet", steps, log, autocast, list(unet.parameters()))
         unet.eval()
         encoder.eval()
+        runs.append(f"UNet + image encoder: {first:,} -> {steps['unet']:,} steps at lr {lr:g}, {unet_batch} clips a step "
+                    f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}")
         unet_optimizer_state = optimizer.state_dict()
     elif saved and "ema" in saved:
         ema = EMAModel(models["unet"].parameters(), decay=0.999)
         ema.load_state_dict(saved["ema"])
 
     save_state(checkpoint, models, log, steps, scaling_factor, latent_channels,
-               {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": ema and ema.state_dict()})
+               {"vae_optimizer": saved_vae_optimizer, "unet_optimizer": unet_optimizer_state, "ema": ema and ema.state_dict(),
+                "runs": runs})
     save_pipeline({n: m.cpu() for n, m in models.items()}, ema, scaling_factor, out)
     (out / "loss.json").write_text(json.dumps(log))
-    write_training_record(out, steps, scaling_factor, torch.cuda.get_device_name() if device == "cuda" else "cpu")
+    write_training_record(out, steps, scaling_factor, torch.cuda.get_device_name() if device == "cuda" else "cpu", runs)
     print(f"saved {out} after steps {steps}", flush=True)
 
 
