@@ -31,7 +31,7 @@ from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8  # noqa: E40
 from svdtool.models import load_pipeline  # noqa: E402
 from svdtool.runtime import GenerationSettings, generate, load_image  # noqa: E402
 from svdtool.models.scenes import bucket_to_flow  # noqa: E402
-from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame  # noqa: E402
+from svdtool.validate.metrics import colourfulness, farneback_flow, grayscale, psnr_per_frame  # noqa: E402
 
 SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, fps=7, motion_bucket_id=127,
                               noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8)
@@ -45,7 +45,7 @@ def warped_last_frame_ssim(frames: np.ndarray) -> float:
 
     gray = grayscale(frames)
     first, last = gray[0], gray[-1]
-    flow = cv2.calcOpticalFlowFarneback(first, last, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    flow = farneback_flow(first, last)
     height, width = first.shape
     grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     warped = cv2.remap(last, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -61,7 +61,7 @@ def camera_warped_ssim(frames: np.ndarray) -> float:
     gray = grayscale(frames)
     first, last = gray[0], gray[-1]
     height, width = first.shape
-    flow = cv2.calcOpticalFlowFarneback(first, last, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    flow = farneback_flow(first, last)
     ys, xs = np.mgrid[8:height - 8:4, 8:width - 8:4]
     points = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
     matrix, _ = cv2.estimateAffine2D(points, points + flow[ys, xs].reshape(-1, 2), method=cv2.LMEDS)

@@ -212,6 +212,41 @@ def _mean_step(grids: torch.Tensor) -> torch.Tensor:
     return (grids[:, 1:] - grids[:, :-1]).norm(dim=-1).mean(dim=(1, 2, 3))
 
 
+def _add_moving_shapes(draw: _Draw, video: torch.Tensor, flow: torch.Tensor, target: torch.Tensor) -> None:
+    """Paint 0-3 shaded circles or polygons per clip into `video` (n, F, 3, H, W), each moving on its own at about the
+    clip's target flow, and write their speed into `flow` (n, F-1, H, W) where they cover it."""
+    n, frames = video.shape[:2]
+    coords = torch.arange(CLIP_SIZE, dtype=torch.float32, device=draw.device)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    objects = draw.integers(4, n)
+    for slot in range(3):
+        present = (objects > slot).float()
+        radius = draw.uniform(n, low=8, high=28)
+        sides = draw.integers(6, n)  # 0-2: circle, else a regular polygon of 3-5 sides
+        start = draw.uniform(n, 2, low=20, high=CLIP_SIZE - 20)
+        heading = draw.uniform(n, high=2 * math.pi)
+        speed = target * draw.uniform(n, low=0.6, high=1.6)  # px/frame
+        velocity = torch.stack([torch.cos(heading), torch.sin(heading)], 1) * speed[:, None]
+        colour_a, colour_b = _palette(draw, n)
+        orientation = draw.uniform(n, high=2 * math.pi)
+        for frame in range(frames):
+            centre = start + velocity * frame
+            dx = xs[None] - centre[:, 0, None, None]
+            dy = ys[None] - centre[:, 1, None, None]
+            distance = torch.sqrt(dx ** 2 + dy ** 2)
+            polygon_sides = (sides.clamp_min(3)).float()[:, None, None]
+            theta = torch.atan2(dy, dx) - orientation[:, None, None]
+            sector = 2 * math.pi / polygon_sides
+            polygon_radius = radius[:, None, None] * torch.cos(sector / 2) / torch.cos((theta % sector) - sector / 2)
+            edge = torch.where((sides < 3)[:, None, None], radius[:, None, None], polygon_radius)
+            mask = ((edge - distance).clamp(-0.5, 0.5) + 0.5) * present[:, None, None]
+            shade = (distance / radius[:, None, None]).clamp(0, 1)[:, None]
+            fill = colour_a + (colour_b - colour_a) * shade
+            video[:, frame] = video[:, frame] * (1 - mask[:, None]) + fill * mask[:, None]
+            if frame < frames - 1:
+                flow[:, frame] = flow[:, frame] * (1 - mask) + speed[:, None, None] * mask
+
+
 def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu",
                  motion: Motion = "random") -> Clips:
     """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames).
@@ -236,35 +271,8 @@ def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None
     camera_flow = (grids[:, 1:] - grids[:, :-1]).norm(dim=-1)  # (n, frames-1, H, W)
     flow = camera_flow.clone()
 
-    coords = torch.arange(size, dtype=torch.float32, device=draw.device)
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    objects = draw.integers(4, n)
-    for slot in range(3 if motion == "random" else 0):
-        present = (objects > slot).float()
-        radius = draw.uniform(n, low=8, high=28)
-        sides = draw.integers(6, n)  # 0-2: circle, else a regular polygon of 3-5 sides
-        start = draw.uniform(n, 2, low=20, high=size - 20)
-        heading = draw.uniform(n, high=2 * math.pi)
-        speed = target * draw.uniform(n, low=0.6, high=1.6)  # px/frame
-        velocity = torch.stack([torch.cos(heading), torch.sin(heading)], 1) * speed[:, None]
-        colour_a, colour_b = _palette(draw, n)
-        orientation = draw.uniform(n, high=2 * math.pi)
-        for frame in range(frames):
-            centre = start + velocity * frame
-            dx = xs[None] - centre[:, 0, None, None]
-            dy = ys[None] - centre[:, 1, None, None]
-            distance = torch.sqrt(dx ** 2 + dy ** 2)
-            polygon_sides = (sides.clamp_min(3)).float()[:, None, None]
-            theta = torch.atan2(dy, dx) - orientation[:, None, None]
-            sector = 2 * math.pi / polygon_sides
-            polygon_radius = radius[:, None, None] * torch.cos(sector / 2) / torch.cos((theta % sector) - sector / 2)
-            edge = torch.where((sides < 3)[:, None, None], radius[:, None, None], polygon_radius)
-            mask = ((edge - distance).clamp(-0.5, 0.5) + 0.5) * present[:, None, None]
-            shade = (distance / radius[:, None, None]).clamp(0, 1)[:, None]
-            fill = colour_a + (colour_b - colour_a) * shade
-            video[:, frame] = video[:, frame] * (1 - mask[:, None]) + fill * mask[:, None]
-            if frame < frames - 1:
-                flow[:, frame] = flow[:, frame] * (1 - mask) + speed[:, None, None] * mask
+    if motion == "random":
+        _add_moving_shapes(draw, video, flow, target)
     mean_flow = flow.mean(dim=(1, 2, 3)).cpu()
     return Clips(video.clamp(-1, 1), mean_flow, flow_to_bucket(mean_flow))
 

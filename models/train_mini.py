@@ -31,7 +31,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .presets import CLIP_MEAN, CLIP_STD, PRESETS
-from .scenes import Motion, photo_bank, render_clips
+from .scenes import CLIP_SIZE, Motion, photo_bank, render_clips
 
 FRAMES = 8
 FPS = 7
@@ -327,7 +327,7 @@ def main(
         _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), trained.parameters(), optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
         runs.append(f"VAE {'decoder only' if decoder_only else '(encoder + temporal decoder)'}: {first:,} -> {steps['vae']:,} "
-                    f"steps at lr {vae_lr:g}, {vae_batch} clips x {(128 // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
+                    f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
         if not decoder_only:

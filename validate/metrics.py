@@ -73,6 +73,14 @@ def colourfulness(frames: np.ndarray) -> float:
     return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
 
 
+def farneback_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Dense flow (H, W, 2) between two uint8 grayscale frames, OpenCV's Farneback with the settings every metric here
+    uses: pixel (x, y) of `source` shows what `target` has at (x, y) + flow."""
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(source, target, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+
 def warp_error_and_motion(gray: np.ndarray) -> tuple[float, float]:
     import cv2
 
@@ -82,7 +90,7 @@ def warp_error_and_motion(gray: np.ndarray) -> tuple[float, float]:
     grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     errors, motions = [], []
     for previous, current in zip(gray[:-1], gray[1:]):
-        flow = cv2.calcOpticalFlowFarneback(current, previous, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        flow = farneback_flow(current, previous)
         warped = cv2.remap(previous, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         errors.append(np.abs(warped.astype(np.float64) - current.astype(np.float64)).mean())
         motions.append(np.linalg.norm(flow, axis=-1).mean())
