@@ -48,8 +48,7 @@ class FramesWorker:
         if job.kind == "reference":
             import torch
 
-            from svdtool.models import load_pipeline, resolve_source
-            from svdtool.runtime.session import TORCH_DTYPES
+            from svdtool.models import TORCH_DTYPES, load_pipeline, resolve_source
 
             if job.dtype == "fp32":  # as make_reference: CUDA would run fp32 convolutions as TF32
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

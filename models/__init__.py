@@ -1,7 +1,7 @@
 """Where pipelines come from: the shipped `mini` model, random-weight presets, local diffusers folders, the Hub."""
 
 from .presets import BUILTIN_MODELS, PRESETS, BuiltinModel, GenerationDefaults, Preset
-from .sources import COMPONENTS, Source, component_config, generation_defaults, load_component, load_pipeline, resolve_source, size_multiple
+from .sources import COMPONENTS, TORCH_DTYPES, Source, component_config, generation_defaults, load_component, load_pipeline, resolve_source, size_multiple
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -11,6 +11,7 @@ __all__ = [
     "GenerationDefaults",
     "Preset",
     "Source",
+    "TORCH_DTYPES",
     "component_config",
     "generation_defaults",
     "load_component",

@@ -32,6 +32,7 @@ COMPONENTS: dict[str, type] = {
     "feature_extractor": CLIPImageProcessor,
 }
 _TORCH_COMPONENTS = ("image_encoder", "unet", "vae")
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # what --dtype of the PyTorch paths names
 
 
 @dataclass(frozen=True)

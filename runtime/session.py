@@ -14,14 +14,12 @@ from svdtool import cache
 from svdtool.console import console
 from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
-from svdtool.models import BUILTIN_MODELS, PRESETS, component_config, generation_defaults, load_pipeline, resolve_source, size_multiple
+from svdtool.models import BUILTIN_MODELS, PRESETS, TORCH_DTYPES, component_config, generation_defaults, load_pipeline, resolve_source, size_multiple
 from svdtool.outputs import MANIFEST_NAME, library_versions, read_manifest, sha256_file
 
 from .deepcache import DeepCacheSettings, check_available, check_branch
 from .generate import GenerationResult
 from .media import write_video
-
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 @dataclass

@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import openvino as ov
@@ -77,6 +79,16 @@ def test_broken_ir_fails(tiny_ir_fp32, cpu_reference, tmp_path):
     assert result.exit_code == 1, result.output
     assert not json.loads((tmp_path / "report" / "report.json").read_text())["pass"]
     assert "FAIL" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_reference_runs_without_openvino(images_dir, tmp_path):
+    """A GPU host has diffusers but not OpenVINO: `svdtool reference` must not import the CPU runtime."""
+    blocked = "import sys, runpy; sys.modules.update(dict.fromkeys(('openvino', 'optimum', 'optimum.intel', 'nncf')))"
+    script = f"{blocked}; sys.argv = ['svdtool', *sys.argv[1:]]; runpy.run_module('svdtool.cli', run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", script, "reference", "tiny", "--images", str(images_dir), "-o", str(tmp_path / "ref"),
+                             "--device", "cpu", "--frames", "2", "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert read_reference(tmp_path / "ref")["device"] == "cpu"
 
 
 def test_live_cpu_reference(tiny_ir_fp32, images_dir, tmp_path):

@@ -18,11 +18,10 @@ from PIL import Image
 from svdtool.console import console, progress_task
 from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
-from svdtool.models import generation_defaults, load_pipeline, resolve_source
+from svdtool.models import TORCH_DTYPES, generation_defaults, load_pipeline, resolve_source
 from svdtool.outputs import atomic_output_dir, library_versions, sha256_file, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image
 from svdtool.runtime.media import IMAGE_SUFFIXES
-from svdtool.runtime.session import TORCH_DTYPES
 
 from .metrics import video_metrics
 
