@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Train svd-mini v2 on a GPU host (the `device` tool's H100/H200), in calls of at most 10 minutes each; everything
+# Train svd-mini on a GPU host (the `device` tool's H100/H200), in calls of at most 10 minutes each; everything
 # lives under bench/.cache/ (ignored by .gitignore, so it stays on a warm machine between calls; the device tool
 # drops paths that only .git/info/exclude ignores, and the package-dir links, between calls):
 #   bench/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
 #                                                    M (8) min, checked on the held-out photos (bench/mini_vae_check.py);
 #                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2
-#   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  v2's VAE for VAE_M min, then its UNet for UNET_M min, from its
-#                                                    state (a warm machine) or from a carried .mini/v2 (a fresh one);
-#                                                    the VAE checked again; v2 packed into OUT
-#   bench/train_mini_gpu.sh final OUT [M]            `resume OUT 0 M` (6), then the fp16 check and the CUDA
-#                                                    references (mini, tiny)
-# Carry .whl-core and .ovsite (bench/device_env.sh: the checks and `svdtool reference` import svdtool.runtime, which
-# needs OpenVINO). A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a minute) catches what would
-# otherwise end a 10-minute call without a model. The model travels back as 15 MB parts of a tar (the transfer
-# takes files of at most 16 MiB). To train while the host's CPUs measure something else, start it in its own process
-# session on a few cores (the device tool ends a call's other processes when it returns; this one runs on):
-#   WORKERS=3 setsid nohup taskset -c 0-3 bench/train_mini_gpu.sh resume bench/.cache/out 11 7 > bench/.cache/out/run.log 2>&1 &
-# MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's last run (UNet 10,475 -> 13,356
-# steps) was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
+#   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  candidate NAME (v2): its VAE for VAE_M min (VAE_PART: all, encoder
+#                                                    or decoder, as train_mini's --vae-part), then its UNet for UNET_M
+#                                                    min, from its state (a warm machine) or from a carried .mini/INIT
+#                                                    (INIT: v2; a fresh one); the VAE checked again
+#   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
+#                                                    references, fp32 and fp16, made as `mini` of models/mini (the
+#                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
+#   bench/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
+#                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
+# Carry .whl-core (diffusers and importlib_metadata for the host's Python 3.12; bench/device_env.sh): training, the
+# checks and `svdtool reference` need no OpenVINO. A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a
+# minute) catches what would otherwise end a long run without a model. To train while the call returns (the device
+# tool ends a call's other processes when it returns; this one runs on), start it in its own process session, a
+# few cores per run when two share the host:
+#   NAME=a WORKERS=7 setsid nohup taskset -c 0-7 bench/train_mini_gpu.sh resume bench/.cache/out 7 10 > /dev/null 2>&1 &
+# MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
+# was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared
@@ -25,17 +29,15 @@ WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 train="python3 -m svdtool.models.train_mini"
 check="python3 bench/mini_vae_check.py"
-pack() { tar -C $cache/mini -chf - v2 | split -b 15M - "$out/mini_v2.tar.part-"; }
+name=${NAME:-v2}
 
 resume() {  # VAE minutes, UNet minutes
-  local from="--state $cache/train/v2"
-  if [ ! -f $cache/train/v2/state.pt ]; then  # a fresh machine: the carried pipeline
-    mkdir -p $cache/mini && rm -rf $cache/mini/v2 && cp -r .mini/v2 $cache/mini/v2 && from="$from --init .mini/v2"
-  fi
-  $train --out $cache/mini/v2 $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
-    --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" >> "$out/train.log" 2>&1
-  pack
-  $check $cache/mini/v2 --json "$out/vae_check.json" 2>> "$out/train.log"
+  local from="--state $cache/train/$name"
+  [ -f $cache/train/$name/state.pt ] || from="$from --init .mini/${INIT:-v2}"  # a fresh machine: the carried pipeline
+  mkdir -p $cache/mini
+  $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
+    --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" >> "$out/train_$name.log" 2>&1
+  $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 
 case $stage in
@@ -56,15 +58,14 @@ vae)
   cp -r "$pick" $cache/mini/v2 && cp -r "${pick/mini/train}" $cache/train/v2 ;;
 resume)
   resume "$3" "$4" ;;
-final)
-  resume 0 "${3:-6}"
-  python3 bench/mini_fp16_check.py $cache/mini/v2 "$out/fp16_check.json" > "$out/fp16_check.log" 2>&1
-  rm -rf $cache/refs && mkdir $cache/refs
+check)
+  python3 bench/mini_fp16_check.py $cache/mini/$name "$out/fp16_check_$name.json" > "$out/fp16_check_$name.log" 2>&1
+  rm -rf models/mini $cache/refs/$name && mkdir -p $cache/refs/$name && cp -r $cache/mini/$name models/mini
   for dtype in fp32 fp16; do
-    python3 -m svdtool.cli reference $cache/mini/v2 --images bench/heldout -o $cache/refs/ref-mini-$dtype --device cuda \
-      --dtype $dtype --frames 8 --height 128 --width 128
-    python3 -m svdtool.cli reference tiny --images examples -o $cache/refs/ref-tiny-$dtype --device cuda --dtype $dtype
-  done >> "$out/fp16_check.log" 2>&1
-  tar -C $cache/refs -cf "$out/references.tar" . ;;
+    python3 -m svdtool.cli reference mini --images examples -o $cache/refs/$name/ref-mini-$dtype --device cuda --dtype $dtype
+  done >> "$out/fp16_check_$name.log" 2>&1
+  tar -C $cache/refs/$name -cf "$out/references_$name.tar" . ;;
+pack)
+  tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 esac
 ls -la "$out"

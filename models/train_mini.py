@@ -37,6 +37,7 @@ FRAMES = 8
 FPS = 7
 P_MEAN, P_STD = 0.4, 1.4  # log-normal training sigmas (EDM); the latents are 16x16, so weight lower noise
 CONDITION_DROP = 0.1
+VAE_PARTS = ("all", "decoder", "encoder")
 MINI_UNET = {
     "sample_size": 16,
     "block_out_channels": (64, 128, 128),
@@ -278,7 +279,9 @@ def main(
     unet_batch: int = typer.Option(32, help="clips per UNet step (x8 frames)"),
     lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
     vae_lr: float = typer.Option(4e-4),
-    decoder_only: bool = typer.Option(False, help="train only the VAE decoder: the latent space (and the UNet) stay valid"),
+    vae_part: str = typer.Option("all", help="what the VAE stage trains: all; decoder (the latents, and the UNet trained on "
+                                 "them, stay valid); encoder (the decoder and the scaling factor stay: the UNet's latents "
+                                 "decode as before, its condition latents shift)"),
     # 16: held-out photos at 20.4 dB after 1,070 VAE steps; 4: 16.2-17.6 dB after 800-1,200 (mini_vae_check.json)
     latent_channels: int = typer.Option(16, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
@@ -287,6 +290,8 @@ def main(
 ) -> None:
     if motion not in Motion.__args__:
         raise typer.BadParameter(f"--motion is one of {', '.join(Motion.__args__)}, not {motion!r}")
+    if vae_part not in VAE_PARTS:
+        raise typer.BadParameter(f"--vae-part is one of {', '.join(VAE_PARTS)}, not {vae_part!r}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -305,9 +310,10 @@ def main(
     elif init:
         scaling_factor = load_init(models, init)
         log = json.loads((init / "loss.json").read_text()) if (init / "loss.json").is_file() else []
-        steps = {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
-        record = init / "training.json"
-        runs = json.loads(record.read_text()).get("runs", []) if record.is_file() else []
+        record = json.loads((init / "training.json").read_text()) if (init / "training.json").is_file() else {}
+        # the record's counts are exact; the loss log has a row per 25 steps
+        steps = record.get("steps") or {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
+        runs = record.get("runs", [])
     for model in models.values():
         model.to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
@@ -316,21 +322,22 @@ def main(
 
     if vae_minutes > 0:
         vae = models["vae"].train()
-        trained = vae.decoder if decoder_only else vae
+        trained = {"all": [vae], "decoder": [vae.decoder], "encoder": [vae.encoder, vae.quant_conv]}[vae_part]
         vae.requires_grad_(False)
-        trained.requires_grad_(True)
-        optimizer = torch.optim.AdamW(trained.parameters(), lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-        if saved and "vae_optimizer" in saved and not decoder_only:
+        parameters = [p for module in trained for p in module.requires_grad_(True).parameters()]
+        optimizer = torch.optim.AdamW(parameters, lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if saved and "vae_optimizer" in saved and vae_part == "all":
             optimizer.load_state_dict(saved["vae_optimizer"])
         batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device, workers, motion)
         first = steps["vae"]
-        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), trained.parameters(), optimizer, None,
+        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), parameters, optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
-        runs.append(f"VAE {'decoder only' if decoder_only else '(encoder + temporal decoder)'}: {first:,} -> {steps['vae']:,} "
+        part = {"all": "(encoder + temporal decoder)", "decoder": "decoder only", "encoder": "encoder only"}[vae_part]
+        runs.append(f"VAE {part}: {first:,} -> {steps['vae']:,} "
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
-        if not decoder_only:
+        if vae_part == "all":
             scaling_factor = None  # new latents: measure again
     else:
         saved_vae_optimizer = saved.get("vae_optimizer") if saved else None

@@ -93,7 +93,7 @@ def test_zoom_scenes_zoom_in_on_the_centre():
 def test_training_script_resumes_from_the_shipped_model(tmp_path):
     out = tmp_path / "mini"
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
-               vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, decoder_only=True, latent_channels=4, workers=0,
+               vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4, workers=0,
                pool_clips=4, motion="zoom")
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
@@ -102,14 +102,20 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert not torch.equal(*changed)  # the UNet is saved as its EMA, which one step barely moves
     assert (tmp_path / "state" / "state.pt").is_file() and isinstance(json.loads((out / "loss.json").read_text()), list)
     steps = json.loads((out / "training.json").read_text())["steps"]
-    # a second call resumes from the state, optimisers and EMA included (the EMA is loaded to the CPU, moved to the device)
+    # a second call resumes from the state, optimisers and EMA included (the EMA is loaded to the CPU, moved to the device);
+    # encoder-only training keeps the decoder and the scaling factor
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
-               unet_batch=1, lr=1e-4, vae_lr=1e-4, decoder_only=True, latent_channels=4, workers=0, pool_clips=4, motion="zoom")
+               unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, workers=0, pool_clips=4, motion="zoom")
+    retrained = load_pipeline(str(out))
+    assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
+    assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
+    assert not torch.equal(retrained.vae.encoder.conv_in.weight, shipped.vae.encoder.conv_in.weight)
     record = json.loads((out / "training.json").read_text())
     assert record["steps"]["vae"] > steps["vae"] and record["steps"]["unet"] > steps["unet"]
     shipped_runs = json.loads((BUILTIN_MODELS["mini"].folder / "training.json").read_text())["runs"]
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
-    assert record["runs"][-2].startswith("VAE decoder only") and record["runs"][-1].endswith("motion=zoom")
+    assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
+    assert record["runs"][-1].endswith("motion=zoom")
 
 
 def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypatch):
