@@ -5,7 +5,8 @@ svd-xt (random weights, `svdtool bench`). Every number comes from the user-facin
     python bench/pareto.py build mini|svd-xt [RECIPE ...]   export once, then quantize each recipe (existing IRs kept)
     python bench/pareto.py quality [RECIPE ...]             svd-mini: the reference once, then validate every IR
     python bench/pareto.py speed [--size 256x256x8] [--steps 4] [RECIPE ...]   svd-xt: one `svdtool bench` over the IRs
-    python bench/pareto.py table TAG [--work DIR] [--note TEXT]   -> bench/results/pareto_TAG.{json,md}
+    python bench/pareto.py table TAG [--work DIR] [--note TEXT] [--svd-xt-from pareto_TAG.json]
+                                                            -> bench/results/pareto_TAG.{json,md}
 
 Work and logs live in bench/.cache/pareto/ (kept on a warm device machine between calls); `table --work` reads one
 brought back from another machine (the Xeon table: bench results and validate reports copied from the device). svd-xt is calibrated
@@ -142,10 +143,16 @@ def _quality_cells(work: Path, recipe: str) -> dict:
 
 @app.command()
 def table(tag: str, work: Path = typer.Option(WORK, help="a work folder brought back from another machine"),
-          note: str = typer.Option("", help="a line on how the run went (shared cores, ...)")) -> None:
+          note: str = typer.Option("", help="a line on how the run went (shared cores, ...)"),
+          svd_xt_from: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                                  help="an earlier pareto_TAG.json of this machine kind whose svd-xt cells "
+                                                       "(speed, IR size, build time) this table keeps")) -> None:
     """Gather what `build`, `quality` and `speed` left in WORK into bench/results/pareto_TAG.{json,md}. The machine is
     the one the bench results name (else this one); IR sizes are read from this machine's IRs where WORK has none
-    (the same export and quantization give the same files)."""
+    (the same export and quantization give the same files). `--svd-xt-from` re-measures svd-mini's half alone (a new
+    svd-mini) without the hours svd-xt's half takes on two cores."""
+    if svd_xt_from:
+        return _table_with_svd_xt_of(tag, work, note, json.loads(svd_xt_from.read_text()), svd_xt_from.name)
     benches = {path.stem: json.loads(path.read_text()) for path in sorted((work / "svd-xt").glob("bench_*.json"))}
     times = {model: json.loads((work / model / "times.json").read_text()) for model in CALIBRATION
              if (work / model / "times.json").is_file()}
@@ -166,6 +173,20 @@ def table(tag: str, work: Path = typer.Option(WORK, help="a work folder brought 
                                                                      "int8_dot_product": host["int8_dot_product"]},
               "note": note, "benches": {name: {"settings": b["settings"], "repeat": b["repeat"]} for name, b in benches.items()},
               "rows": rows}
+    save(f"pareto_{tag}", result, _markdown(result))
+
+
+def _table_with_svd_xt_of(tag: str, work: Path, note: str, earlier: dict, name: str) -> None:
+    """svd-mini's cells from WORK, svd-xt's (and the machine they were measured on) from an earlier table."""
+    times = json.loads((work / "mini" / "times.json").read_text()) if (work / "mini" / "times.json").is_file() else {}
+    rows = [{**row, "mini": _quality_cells(work, row["recipe"]), "build_s": {**row["build_s"], "mini": times.get(row["recipe"])}}
+            for row in earlier["rows"]]
+    here, there = machine(), earlier["machine"]
+    if (here["cpu"], here["int8_dot_product"]) != (there["cpu"], there["int8_dot_product"]):  # the ISA list grew since
+        raise SystemExit(f"{name} was measured on {there['cpu']} ({', '.join(there['isa'])}), this is {here['cpu']} "
+                         f"({', '.join(here['isa'])}): one table, one machine kind")
+    note = " ".join(part for part in (note, f"svd-xt's cells are those of an earlier {name} (git history).") if part)
+    result = {"machine": here, "note": note, "benches": earlier["benches"], "rows": rows}
     save(f"pareto_{tag}", result, _markdown(result))
 
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import spearmanr
+from typer.testing import CliRunner
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, render_clips, to_uint8
+from svdtool.models.train_mini import app as train_mini_app
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
@@ -116,6 +118,12 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
     assert record["runs"][-1].endswith("motion=zoom")
+
+
+@pytest.mark.parametrize("option", [["--motion", "pan"], ["--vae-part", "both"]])
+def test_training_script_refuses_unknown_choices_before_loading(tmp_path, option):
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"), *option])
+    assert result.exit_code == 2 and f"{option[0]} is one of" in result.output and not (tmp_path / "state").exists()
 
 
 def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypatch):
