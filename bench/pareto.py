@@ -178,13 +178,13 @@ def table(tag: str, work: Path = typer.Option(WORK, help="a work folder brought 
 
 def _table_with_svd_xt_of(tag: str, work: Path, note: str, earlier: dict, name: str) -> None:
     """svd-mini's cells from WORK, svd-xt's (and the machine they were measured on) from an earlier table."""
-    times = json.loads((work / "mini" / "times.json").read_text()) if (work / "mini" / "times.json").is_file() else {}
-    rows = [{**row, "mini": _quality_cells(work, row["recipe"]), "build_s": {**row["build_s"], "mini": times.get(row["recipe"])}}
-            for row in earlier["rows"]]
     here, there = machine(), earlier["machine"]
     if (here["cpu"], here["int8_dot_product"]) != (there["cpu"], there["int8_dot_product"]):  # the ISA list grew since
         raise SystemExit(f"{name} was measured on {there['cpu']} ({', '.join(there['isa'])}), this is {here['cpu']} "
                          f"({', '.join(here['isa'])}): one table, one machine kind")
+    times = json.loads((work / "mini" / "times.json").read_text()) if (work / "mini" / "times.json").is_file() else {}
+    rows = [{**row, "mini": _quality_cells(work, row["recipe"]), "build_s": {**row["build_s"], "mini": times.get(row["recipe"])}}
+            for row in earlier["rows"]]
     note = " ".join(part for part in (note, f"svd-xt's cells are those of an earlier {name} (git history).") if part)
     result = {"machine": here, "note": note, "benches": earlier["benches"], "rows": rows}
     save(f"pareto_{tag}", result, _markdown(result))
