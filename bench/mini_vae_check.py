@@ -101,6 +101,8 @@ def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, d
             "psnr_rgb": [round(float(psnr_per_frame(rebuilt[None, ..., c], original[None, ..., c])[0]), 2) for c in range(3)],
             "colourfulness_ratio": round(colourfulness(rebuilt[None]) / max(colourfulness(original[None]), 1e-6), 3),
         }
+        if fit_latents:
+            rows[name]["psnr_fitted_latent"] = fitted_latent_psnr(vae, pixels)
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
                "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
@@ -108,8 +110,6 @@ def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, d
                "max_colourfulness_ratio": max(r["colourfulness_ratio"] for r in rows.values()),
                "mixing": mixing_spectrum(vae), "photos": rows}
     if fit_latents:
-        for name, pixels in held_out_pixels().items():
-            rows[name]["psnr_fitted_latent"] = fitted_latent_psnr(vae, pixels.to(device))
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
         summary["training_photos_psnr"] = training_photo_psnr(vae, device)
     return summary, reconstructions

@@ -37,7 +37,7 @@ FRAMES = 8
 FPS = 7
 P_MEAN, P_STD = 0.4, 1.4  # log-normal training sigmas (EDM); the latents are 16x16, so weight lower noise
 CONDITION_DROP = 0.1
-VAE_PARTS = ("all", "decoder", "encoder")
+VAE_PARTS = {"all": "(encoder + temporal decoder)", "decoder": "decoder only", "encoder": "encoder only"}  # --vae-part
 MINI_UNET = {
     "sample_size": 16,
     "block_out_channels": (64, 128, 128),
@@ -332,8 +332,7 @@ def main(
         first = steps["vae"]
         _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), parameters, optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
-        part = {"all": "(encoder + temporal decoder)", "decoder": "decoder only", "encoder": "encoder only"}[vae_part]
-        runs.append(f"VAE {part}: {first:,} -> {steps['vae']:,} "
+        runs.append(f"VAE {VAE_PARTS[vae_part]}: {first:,} -> {steps['vae']:,} "
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
