@@ -1,7 +1,7 @@
 # Sourced by the bench/server_*.sh scripts on the GPU host (the `device` tool): its Python lacks what svdtool needs,
 # so wheels travel in .whl/ and a stripped OpenVINO site in .ovsite/ (openvino with the CPU plugin and IR/PyTorch
-# frontends only, nncf, optimum(-intel), transformers 5.5 and tokenizers 0.22, which optimum-intel 2.2 pins), and
-# install into bench/.cache/site/ once per machine. WHEELS names another wheel folder (.whl-core: .whl without scikit-image, which
+# frontends only, nncf, optimum(-intel), transformers 5.5 and tokenizers 0.22, which optimum-intel 2.2 pins; built by
+# bench/make_ovsite.sh), and install into bench/.cache/site/ once per machine. WHEELS names another wheel folder (.whl-core: .whl without scikit-image, which
 # the host has, to leave room in a call's 64 MiB); .rayw/ (Ray 2.60 without its jars/RLlib/Tune/Train/dashboard client,
 # and jsonschema, which the host lacks) and .servew/ (Ray Serve's web stack: fastapi, starlette, uvicorn, pydantic,
 # python-multipart, opentelemetry-api, grpcio-reflection) are added when carried.

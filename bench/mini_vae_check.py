@@ -9,7 +9,8 @@ the training data): chelsea and coffee (scikit-image), china and flower (scikit-
 the folder to train on last: the fewest latent channels whose mean PSNR reaches TARGET_PSNR, else the best.
 `--fit-latents` asks where the reconstruction's error comes from (CPU, ~4 min a folder): each photo's latent is
 optimised through the frozen decoder (Adam, FIT_STEPS steps from the encoder's latent), which bounds what a better
-encoder could reach with this decoder, and the training photos (scikit-image's, whole, resized as the inputs are)
+encoder could reach with this decoder -- and how far from the encoder's latent it lies (an encoder reaching it would
+move the latent space the UNet learned that far) -- and the training photos (scikit-image's, whole, resized as the inputs are)
 are reconstructed too, which tells unseen content from detail the VAE cannot keep.
 """
 
@@ -53,11 +54,12 @@ def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
     return round(float(psnr_per_frame(to_uint8(decoded)[None], to_uint8(pixels)[None])[0]), 2)
 
 
-def fitted_latent_psnr(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> float:
-    """PSNR of the decoder's output from the latent that minimises its MSE to `pixels` (from the encoder's)."""
+def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> dict[str, float]:
+    """PSNR of the decoder's output from the latent that minimises its MSE to `pixels` (from the encoder's), and how far
+    that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations."""
     with torch.no_grad():
-        latent = vae.encode(pixels).latent_dist.mode()
-    latent.requires_grad_(True)
+        posterior = vae.encode(pixels).latent_dist
+    latent = posterior.mode().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=0.02)
     for _ in range(FIT_STEPS):
         loss = torch.nn.functional.mse_loss(vae.decode(latent, num_frames=1).sample, pixels)
@@ -65,7 +67,10 @@ def fitted_latent_psnr(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) 
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        return psnr(vae.decode(latent, num_frames=1).sample, pixels)
+        shift = latent - posterior.mode()
+        return {"psnr_fitted_latent": psnr(vae.decode(latent, num_frames=1).sample, pixels),
+                "fitted_latent_shift": round(float(shift.norm() / posterior.mode().norm()), 3),
+                "fitted_latent_shift_in_posterior_std": round(float((shift / posterior.std).pow(2).mean().sqrt()), 1)}
 
 
 def training_photo_psnr(vae: AutoencoderKLTemporalDecoder, device: str) -> dict[str, float]:
@@ -102,7 +107,7 @@ def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, d
             "colourfulness_ratio": round(colourfulness(rebuilt[None]) / max(colourfulness(original[None]), 1e-6), 3),
         }
         if fit_latents:
-            rows[name]["psnr_fitted_latent"] = fitted_latent_psnr(vae, pixels)
+            rows[name].update(fitted_latent(vae, pixels))
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
                "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
@@ -111,6 +116,7 @@ def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, d
                "mixing": mixing_spectrum(vae), "photos": rows}
     if fit_latents:
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
+        summary["mean_fitted_latent_shift"] = round(float(np.mean([r["fitted_latent_shift"] for r in rows.values()])), 3)
         summary["training_photos_psnr"] = training_photo_psnr(vae, device)
     return summary, reconstructions
 
@@ -150,7 +156,8 @@ def main(argv: list[str]) -> None:
               f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
               f"mixing {summary['mixing']}", file=sys.stderr)
         if "mean_psnr_fitted_latent" in summary:
-            print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB; training photos {summary['training_photos_psnr']}", file=sys.stderr)
+            print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB, {summary['mean_fitted_latent_shift']:.0%} of the "
+                  f"encoder's latent away; training photos {summary['training_photos_psnr']}", file=sys.stderr)
     if "--json" in options:
         Path(options["--json"]).write_text(json.dumps([summary for summary, _ in results], indent=2))
     if "--grid" in options:

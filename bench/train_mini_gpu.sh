@@ -8,7 +8,9 @@
 #   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  candidate NAME (v2): its VAE for VAE_M min (VAE_PART: all, encoder
 #                                                    or decoder, as train_mini's --vae-part), then its UNet for UNET_M
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
-#                                                    (INIT: v2; a fresh one); the VAE checked again
+#                                                    (INIT: v2; a fresh one); the VAE checked again. VAE_LR (4e-4),
+#                                                    VAE_POOL (0) and VAE_LAYERS (deepen INIT's VAE) are train_mini's
+#                                                    --vae-lr, --vae-pool and --vae-layers
 #   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
@@ -36,7 +38,8 @@ resume() {  # VAE minutes, UNet minutes
   [ -f $cache/train/$name/state.pt ] || from="$from --init .mini/${INIT:-v2}"  # a fresh machine: the carried pipeline
   mkdir -p $cache/mini
   $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
-    --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" >> "$out/train_$name.log" 2>&1
+    --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
+    --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} >> "$out/train_$name.log" 2>&1
   $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 

@@ -16,6 +16,7 @@ Written by hand: diffusers ships no SVD training loop; its pieces (EMAModel, the
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -94,6 +95,26 @@ def clip_batches(batch: int, seed: int, device: str, workers: int, motion: Motio
         yield frames.to(device, non_blocking=True), buckets.to(device, non_blocking=True)
 
 
+def pooled_clip_batches(batch: int, clips: int, seed: int, device: str, workers: int, motion: Motion):
+    """Endless (frames, None) batches drawn from `clips` clips rendered once (kept as uint8 on `device`), each
+    flipped left-right at random, so that no VAE step waits on the CPU processes rendering clips (two runs sharing
+    an H200's 16 cores thus kept its GPU fully busy)."""
+    stream = clip_batches(min(64, clips), seed, device, workers, motion)
+    parts, count = [], 0
+    while count < clips:
+        frames = next(stream)[0]
+        parts.append(((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        count += len(frames)
+    pool = torch.cat(parts)[:clips]
+    del stream
+    generator = torch.Generator(device).manual_seed(seed)
+    while True:
+        index = torch.randint(0, clips, (batch,), generator=generator, device=device)
+        frames = pool[index].float() / 127.5 - 1
+        flip = torch.rand(batch, generator=generator, device=device) < 0.5
+        yield torch.where(flip[:, None, None, None, None], frames.flip(-1), frames), None
+
+
 def identity_time_mixing(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemporalDecoder:
     """Start the temporal decoder's last layer, a 3→3 colour-mixing Conv3d over 3 frames, as the identity.
 
@@ -110,16 +131,36 @@ def identity_time_mixing(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemp
     return vae
 
 
-def build_models(latent_channels: int = 16, vae_channels: tuple[int, ...] | None = None) -> dict[str, torch.nn.Module]:
-    """A new svd-mini; `vae_channels` other than MINI_VAE's (v1's 32/64/128/128) to resume a saved model."""
+def build_models(latent_channels: int = 16, vae_shape: dict | None = None) -> dict[str, torch.nn.Module]:
+    """A new svd-mini; `vae_shape` (block_out_channels, layers_per_block) other than MINI_VAE's to resume a saved one."""
     torch.manual_seed(0)
     unet = {**MINI_UNET, "in_channels": 2 * latent_channels, "out_channels": latent_channels}
-    vae = {**MINI_VAE, **({"block_out_channels": tuple(vae_channels)} if vae_channels else {})}
+    vae = {**MINI_VAE, **(vae_shape or {})}
     return {
         "unet": UNetSpatioTemporalConditionModel(**unet),
         "vae": identity_time_mixing(AutoencoderKLTemporalDecoder(**vae, latent_channels=latent_channels)),
         "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**MINI_IMAGE_ENCODER)),
     }
+
+
+def grow_vae(vae: AutoencoderKLTemporalDecoder, state: dict[str, torch.Tensor]) -> AutoencoderKLTemporalDecoder:
+    """Load a VAE with fewer layers per block into `vae` and start each added residual block as the identity (its
+    last convolution zero), so the grown VAE computes what the saved one did -- the same latents, the same decoding
+    (the UNet trained on them stays valid) -- and training adds depth from there. Every block keeps its GroupNorm
+    grouping, which widening would not. (The temporal decoder's mid block builds `layers_per_block` resnets but runs
+    only two; the unused ones stay unused.)"""
+    missing = set(vae.load_state_dict(state, strict=False).missing_keys)
+    added = {key.rsplit(".", 2)[0] for key in missing if key.endswith("conv2.weight")}
+    with torch.no_grad():
+        for name in added:
+            conv = vae.get_submodule(name).conv2
+            conv.weight.zero_()
+            conv.bias.zero_()
+    unexplained = {key for key in missing if not any(key.startswith(name + ".") for name in added)}
+    unexplained -= {key for key in unexplained if ".time_mixer." in key}  # mixes two identities: any weight will do
+    if unexplained:
+        raise ValueError(f"the saved VAE does not fit this one: {sorted(unexplained)[:3]}")
+    return vae
 
 
 def clip_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -249,22 +290,27 @@ def write_training_record(folder: Path, steps: dict, scaling_factor: float, devi
 
 
 def load_init(models: dict, folder: Path) -> float:
-    """Start from a saved fp16 pipeline; returns its VAE scaling factor."""
+    """Start from a saved fp16 pipeline (its VAE grown when `models` has a deeper one); returns its VAE scaling
+    factor."""
     pipeline = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     for name in models:
-        models[name].load_state_dict(getattr(pipeline, name).state_dict())
+        if name == "vae" and pipeline.vae.config.layers_per_block != models["vae"].config.layers_per_block:
+            grow_vae(models["vae"], pipeline.vae.state_dict())
+        else:
+            models[name].load_state_dict(getattr(pipeline, name).state_dict())
     return float(pipeline.vae.config.scaling_factor)
 
 
-def saved_vae_shape(saved: dict | None, init: Path | None, default: int) -> tuple[int, tuple[int, ...] | None]:
-    """The VAE's latent width and channels of what training resumes from (a state or a pipeline folder), else
-    (`default`, None: MINI_VAE's)."""
+def saved_vae_shape(saved: dict | None, init: Path | None, default: int) -> tuple[int, dict]:
+    """The VAE's latent width and shape (block_out_channels, layers_per_block) of what training resumes from (a state
+    or a pipeline folder), else (`default`, {}: MINI_VAE's)."""
     if saved:
-        return saved.get("latent_channels", 4), saved.get("vae_channels")
+        shape = {"block_out_channels": saved.get("vae_channels"), "layers_per_block": saved.get("vae_layers")}
+        return saved.get("latent_channels", 4), {key: value for key, value in shape.items() if value}
     if init:
         config = json.loads((init / "vae" / "config.json").read_text())
-        return config["latent_channels"], tuple(config["block_out_channels"])
-    return default, None
+        return config["latent_channels"], {key: config[key] for key in ("block_out_channels", "layers_per_block")}
+    return default, {}
 
 
 @app.command()
@@ -284,6 +330,10 @@ def main(
                                  "decode as before, its condition latents shift)"),
     # 16: held-out photos at 20.4 dB after 1,070 VAE steps; 4: 16.2-17.6 dB after 800-1,200 (mini_vae_check.json)
     latent_channels: int = typer.Option(16, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
+    vae_layers: int | None = typer.Option(None, min=1, help="resnets per VAE encoder block (the decoder's have one "
+                                          "more): above --init's, its VAE grows deeper, computing the same at first"),
+    vae_pool: int = typer.Option(0, min=0, help="clips the VAE stage renders once and draws its batches from (0: a "
+                                 "new rendered batch every step)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
     pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
     motion: str = typer.Option("random", help="training clips' camera: random (pan/zoom/spin mix, moving shapes) or zoom"),
@@ -297,8 +347,15 @@ def main(
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     checkpoint = state / "state.pt"
     saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
-    latent_channels, vae_channels = saved_vae_shape(saved, init, latent_channels)
-    models = build_models(latent_channels, vae_channels)
+    latent_channels, vae_shape = saved_vae_shape(saved, init, latent_channels)
+    grown_from = None
+    if vae_layers not in (None, vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])):
+        grown_from = vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])
+        if saved or vae_layers < grown_from:
+            raise typer.BadParameter("--vae-layers deepens the VAE of --init (a pipeline folder, with nothing in "
+                                     "--state): more layers than it has")
+        vae_shape["layers_per_block"] = vae_layers
+    models = build_models(latent_channels, vae_shape)
     log: list[dict] = []
     runs: list[str] = []
     steps = {"vae": 0, "unet": 0}
@@ -328,12 +385,17 @@ def main(
         optimizer = torch.optim.AdamW(parameters, lr=vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
         if saved and "vae_optimizer" in saved and vae_part == "all":
             optimizer.load_state_dict(saved["vae_optimizer"])
-        batches = clip_batches(vae_batch, 1_000_000 + steps["vae"] * 7919, device, workers, motion)
+        seed = 1_000_000 + steps["vae"] * 7919
+        batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion) if vae_pool
+                   else clip_batches(vae_batch, seed, device, workers, motion))
+        batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
         first = steps["vae"]
         _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), parameters, optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast)
         runs.append(f"VAE {VAE_PARTS[vae_part]}: {first:,} -> {steps['vae']:,} "
-                    f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step, motion={motion}")
+                    f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
+                    f"{f' (from {vae_pool:,} clips rendered once)' if vae_pool else ''}, motion={motion}"
+                    f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
         if vae_part == "all":
@@ -400,6 +462,7 @@ def save_state(checkpoint: Path, models: dict, log: list, steps: dict, scaling_f
     payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps,
                "scaling_factor": scaling_factor, "latent_channels": latent_channels,
                "vae_channels": tuple(models["vae"].config.block_out_channels),
+               "vae_layers": models["vae"].config.layers_per_block,
                **{key: value for key, value in extra.items() if value is not None}}
     torch.save(payload, checkpoint)
 

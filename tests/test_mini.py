@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKLTemporalDecoder
 from PIL import Image
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, render_clips, to_uint8
 from svdtool.models.train_mini import app as train_mini_app
+from svdtool.models.train_mini import grow_vae
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
@@ -94,12 +96,16 @@ def test_zoom_scenes_zoom_in_on_the_centre():
 
 def test_training_script_resumes_from_the_shipped_model(tmp_path):
     out = tmp_path / "mini"
+    # the first call grows the VAE one resnet deeper per block and draws its VAE batches from clips rendered once
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
-               vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4, workers=0,
-               pool_clips=4, motion="zoom")
+               vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
+               vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom")
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
-    assert torch.equal(trained.vae.encoder.conv_in.weight, shipped.vae.encoder.conv_in.weight)
+    assert trained.vae.config.layers_per_block == shipped.vae.config.layers_per_block + 1
+    image = torch.rand(1, 3, 64, 64, dtype=trained.vae.dtype) * 2 - 1
+    with torch.no_grad():  # the grown encoder's added resnets are identities, so it encodes as the shipped one does
+        assert torch.equal(trained.vae.encode(image).latent_dist.mode(), shipped.vae.encode(image).latent_dist.mode())
     changed = trained.image_encoder.visual_projection.weight, shipped.image_encoder.visual_projection.weight
     assert not torch.equal(*changed)  # the UNet is saved as its EMA, which one step barely moves
     assert (tmp_path / "state" / "state.pt").is_file() and isinstance(json.loads((out / "loss.json").read_text()), list)
@@ -107,7 +113,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     # a second call resumes from the state, optimisers and EMA included (the EMA is loaded to the CPU, moved to the device);
     # encoder-only training keeps the decoder and the scaling factor
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
-               unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, workers=0, pool_clips=4, motion="zoom")
+               unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
+               workers=0, pool_clips=4, motion="zoom")
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
     assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
@@ -117,6 +124,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     shipped_runs = json.loads((BUILTIN_MODELS["mini"].folder / "training.json").read_text())["runs"]
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
+    assert "(from 2 clips rendered once)" in record["runs"][-4] and "3 layers per block (grown from 2)" in record["runs"][-4]
     assert record["runs"][-1].endswith("motion=zoom")
 
 
@@ -124,6 +132,23 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
 def test_training_script_refuses_unknown_choices_before_loading(tmp_path, option):
     result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"), *option])
     assert result.exit_code == 2 and f"{option[0]} is one of" in result.output and not (tmp_path / "state").exists()
+
+
+def test_grown_vae_computes_what_the_saved_one_did():
+    shipped = load_pipeline("mini", torch_dtype=torch.float32).vae.eval()
+    grown = grow_vae(AutoencoderKLTemporalDecoder(**{**shipped.config, "layers_per_block": 3}).eval(), shipped.state_dict())
+    clip = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        latents = shipped.encode(clip).latent_dist.mode()
+        assert torch.equal(grown.encode(clip).latent_dist.mode(), latents)
+        assert torch.allclose(grown.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-6)
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in shipped.parameters())
+
+
+def test_training_script_only_deepens_the_vae(tmp_path):
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                                 "--init", str(BUILTIN_MODELS["mini"].folder), "--vae-layers", "1"])
+    assert result.exit_code == 2 and "--vae-layers deepens the VAE" in result.output and not (tmp_path / "out").exists()
 
 
 def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypatch):
