@@ -26,7 +26,8 @@ from common import machine, save  # noqa: E402
 from mini_vae_check import held_out_pixels, mixing_spectrum, to_uint8  # noqa: E402
 
 from svdtool.models.scenes import photo_bank, render_clips  # noqa: E402
-from svdtool.models.train_mini import MINI_UNET, identity_time_mixing, crop_tiles, vae_loss  # noqa: E402
+from svdtool.models.train_mini import MINI_UNET, identity_time_mixing, vae_loss  # noqa: E402
+from svdtool.models.training_data import crop_tiles  # noqa: E402
 from svdtool.validate.metrics import colourfulness, psnr_per_frame  # noqa: E402
 
 SIZE, CROP, FRAMES, CLIPS = 64, 32, 4, 2
