@@ -59,7 +59,8 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
     that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations."""
     with torch.no_grad():
         posterior = vae.encode(pixels).latent_dist
-    latent = posterior.mode().clone().requires_grad_(True)
+        encoded = posterior.mode()
+    latent = encoded.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=0.02)
     for _ in range(FIT_STEPS):
         loss = torch.nn.functional.mse_loss(vae.decode(latent, num_frames=1).sample, pixels)
@@ -67,9 +68,9 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        shift = latent - posterior.mode()
+        shift = latent - encoded
         return {"psnr_fitted_latent": psnr(vae.decode(latent, num_frames=1).sample, pixels),
-                "fitted_latent_shift": round(float(shift.norm() / posterior.mode().norm()), 3),
+                "fitted_latent_shift": round(float(shift.norm() / encoded.norm()), 3),
                 "fitted_latent_shift_in_posterior_std": round(float((shift / posterior.std).pow(2).mean().sqrt()), 1)}
 
 

@@ -246,13 +246,13 @@ def main(
     checkpoint = state / "state.pt"
     saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     latent_channels, vae_shape = saved_vae_shape(saved, init, latent_channels)
+    saved_layers = vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])
     grown_from = None
-    if vae_layers not in (None, vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])):
-        grown_from = vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])
-        if saved or vae_layers < grown_from:
+    if vae_layers not in (None, saved_layers):
+        if saved or vae_layers < saved_layers:
             raise typer.BadParameter("--vae-layers deepens the VAE of --init (a pipeline folder, with nothing in "
                                      "--state): more layers than it has")
-        vae_shape["layers_per_block"] = vae_layers
+        grown_from, vae_shape["layers_per_block"] = saved_layers, vae_layers
     models = build_models(latent_channels, vae_shape)
     log: list[dict] = []
     runs: list[str] = []
