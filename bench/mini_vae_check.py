@@ -1,7 +1,7 @@
 """svd-mini's VAE on photos it never saw: reconstruction PSNR (per channel), colourfulness kept, and the singular
 values of the temporal decoder's last colour-mixing layer (where v1 lost its colour).
 
-python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents]
+python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents] [--capacity]
 
 Each FOLDER is a diffusers SVD pipeline folder (or its `vae/`). Held-out photos (bench/heldout/, none of them in
 the training data): chelsea and coffee (scikit-image), china and flower (scikit-learn, CC BY 2.0) and grace_hopper
@@ -12,6 +12,9 @@ optimised through the frozen decoder (Adam, FIT_STEPS steps from the encoder's l
 encoder could reach with this decoder -- and how far from the encoder's latent it lies (an encoder reaching it would
 move the latent space the UNet learned that far) -- and the training photos (scikit-image's, whole, resized as the inputs are)
 are reconstructed too, which tells unseen content from detail the VAE cannot keep.
+`--capacity` (CPU, ~9 min a folder) asks whether the decoder's size or the encoder's latents limit it: a copy of the
+decoder is trained on the held-out photos' own encoder latents alone (CAPACITY_STEPS Adam steps on their MSE) and
+decodes them again. A diagnostic only -- that decoder has seen the photos, so it is never a model to ship.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ PHOTOS = {path.stem: path for path in sorted((HERE / "heldout").glob("*.jpg"))}
 SIZE = 128
 TARGET_PSNR = 26.0
 FIT_STEPS = 150
+CAPACITY_STEPS = 300
 
 
 def held_out_pixels(size: int = SIZE) -> dict[str, torch.Tensor]:
@@ -74,6 +78,27 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
                 "fitted_latent_shift_in_posterior_std": round(float((shift / posterior.std).pow(2).mean().sqrt()), 1)}
 
 
+def capacity(vae: AutoencoderKLTemporalDecoder, photos: dict[str, torch.Tensor]) -> dict[str, float]:
+    """PSNR per photo after a copy of the decoder is trained on these photos' encoder latents (the encoder frozen)."""
+    import copy
+
+    torch.manual_seed(0)
+    decoder_vae = copy.deepcopy(vae).requires_grad_(False)
+    decoder_vae.decoder.requires_grad_(True)
+    pixels = torch.cat(list(photos.values()))
+    with torch.no_grad():
+        latents = decoder_vae.encode(pixels).latent_dist.mode()
+    optimizer = torch.optim.Adam(decoder_vae.decoder.parameters(), lr=1e-4)
+    for _ in range(CAPACITY_STEPS):
+        loss = torch.nn.functional.mse_loss(decoder_vae.decode(latents, num_frames=1).sample, pixels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        decoded = decoder_vae.decode(latents, num_frames=1).sample
+    return {name: psnr(decoded[i:i + 1], pixels[i:i + 1]) for i, name in enumerate(photos)}
+
+
 def training_photo_psnr(vae: AutoencoderKLTemporalDecoder, device: str) -> dict[str, float]:
     """Reconstruction PSNR of each training photo, whole, resized to SIZE as the held-out inputs are."""
     from svdtool.models.scenes import TRAIN_PHOTOS, photo_bank
@@ -91,7 +116,7 @@ def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
     return {"singular_values": values.round(decimals=3).tolist(), "weakest_rgb_direction": left[:, -1].round(decimals=3).tolist()}
 
 
-def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     from svdtool.validate.metrics import colourfulness, psnr_per_frame
 
     vae = load_vae(folder, device).requires_grad_(False)
@@ -119,6 +144,11 @@ def check(folder: Path, device: str, fit_latents: bool = False) -> tuple[dict, d
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
         summary["mean_fitted_latent_shift"] = round(float(np.mean([r["fitted_latent_shift"] for r in rows.values()])), 3)
         summary["training_photos_psnr"] = training_photo_psnr(vae, device)
+    if capacity_bound:
+        trained = capacity(vae, {name: pixels.to(device) for name, pixels in held_out_pixels().items()})
+        for name, value in trained.items():
+            rows[name]["psnr_decoder_trained_on_it"] = value
+        summary["mean_psnr_decoder_trained_on_them"] = round(float(np.mean(list(trained.values()))), 2)
     return summary, reconstructions
 
 
@@ -151,7 +181,7 @@ def main(argv: list[str]) -> None:
             args.remove(options[flag])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folders = [Path(a) for a in args]
-    results = [check(folder, device, "--fit-latents" in argv) for folder in folders]
+    results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv) for folder in folders]
     for summary, _ in results:
         print(f"{summary['folder']}: {summary['latent_channels']} latent channels, {summary['parameters_m']} M, "
               f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
@@ -159,6 +189,8 @@ def main(argv: list[str]) -> None:
         if "mean_psnr_fitted_latent" in summary:
             print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB, {summary['mean_fitted_latent_shift']:.0%} of the "
                   f"encoder's latent away; training photos {summary['training_photos_psnr']}", file=sys.stderr)
+        if "mean_psnr_decoder_trained_on_them" in summary:
+            print(f"  a decoder trained on the photos' latents: {summary['mean_psnr_decoder_trained_on_them']} dB", file=sys.stderr)
     if "--json" in options:
         Path(options["--json"]).write_text(json.dumps([summary for summary, _ in results], indent=2))
     if "--grid" in options:

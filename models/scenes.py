@@ -32,6 +32,7 @@ TRAIN_PHOTOS = (
 )
 HELD_OUT_PHOTOS = ("chelsea.png", "coffee.png")  # never seen in training: evaluation and README inputs
 Motion = Literal["random", "zoom"]
+MOSAIC_SHARE = 0.25  # clips whose canvas is a mosaic of four whole photos, unless render_clips is told otherwise
 
 
 @dataclass
@@ -157,11 +158,14 @@ def _mosaic(draw: _Draw, photos: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat(tiles[:2], dim=-1), torch.cat(tiles[2:], dim=-1)], dim=-2)
 
 
-def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None) -> torch.Tensor:
-    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): half photos (a random crop, or a mosaic of four whole photos;
-    flipped, channels permuted, hue and saturation jittered), half procedural."""
+def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mosaics: float) -> torch.Tensor:
+    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): a share `mosaics` of them mosaics of four whole photos, the rest
+    split evenly between photo crops and procedural textures (photos flipped, channels permuted, hue and saturation
+    jittered)."""
     size = CANVAS_SIZE
-    kind = draw.integers(4, n)
+    kind = draw.integers(4, n)  # 0 pattern, 1 noise, 2 photo crop, 3 mosaic
+    if mosaics != MOSAIC_SHARE:  # drawn only then, so the default stream is the one earlier runs trained on
+        kind = torch.where(draw.uniform(n) < mosaics, 3, draw.integers(3, n))
     canvas = torch.where((kind == 0)[:, None, None, None], _pattern_texture(draw, n, size), _noise_texture(draw, n, size))
     if photos is not None:
         photos = photos.to(draw.device)
@@ -248,15 +252,16 @@ def _add_moving_shapes(draw: _Draw, video: torch.Tensor, flow: torch.Tensor, tar
 
 
 def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu",
-                 motion: Motion = "random") -> Clips:
+                 motion: Motion = "random", mosaics: float = MOSAIC_SHARE) -> Clips:
     """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames).
 
     `motion="zoom"`: the camera always moves (zooming in, from still at bucket 0 to MAX_FLOW) and no shapes move on
     their own, so a clip's motion follows from its first frame and bucket -- a small model can commit to it, where
-    random directions leave it to average them into blur."""
+    random directions leave it to average them into blur. `mosaics`: the share of clips showing four whole photos,
+    at the detail density of a photo resized to the clip (as the pipeline's inputs are)."""
     draw = _Draw(seed, device)
     size = CLIP_SIZE
-    canvas = _backgrounds(draw, n, photos)
+    canvas = _backgrounds(draw, n, photos, mosaics)
     # Aim each clip at a mean flow drawn uniformly (6 % static): camera flow is close to linear in its strength.
     target = draw.uniform(n, high=MAX_FLOW) * (draw.uniform(n) > 0.06).float()
     camera_on = (draw.uniform(n) > 0.1).float() if motion == "random" else torch.ones(n, device=draw.device)  # 10 % object-only

@@ -31,7 +31,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .presets import CLIP_MEAN, CLIP_STD, PRESETS
-from .scenes import CLIP_SIZE, Motion, photo_bank, render_clips
+from .scenes import CLIP_SIZE, MOSAIC_SHARE, Motion, photo_bank, render_clips
 from .training_data import FRAMES, LatentPool, build_pool, clip_batches, crop_tiles, pooled_clip_batches
 
 FPS = 7
@@ -122,8 +122,9 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return (pixels - mean) / std
 
 
-def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor) -> torch.Tensor:
-    """L1 + L1 of image gradients (sharpness) + a small KL, decoding each clip with the temporal decoder."""
+def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor, mse: float = 0.0) -> torch.Tensor:
+    """L1 + L1 of image gradients (sharpness) + `mse` x MSE (what PSNR measures) + a small KL, decoding each clip with
+    the temporal decoder."""
     batch, num_frames = frames.shape[:2]
     images = frames.flatten(0, 1)
     posterior = vae.encode(images).latent_dist
@@ -131,6 +132,8 @@ def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor) -> torch.T
     loss = F.l1_loss(decoded, images)
     for dim in (-1, -2):
         loss = loss + 0.5 * F.l1_loss(decoded.diff(dim=dim), images.diff(dim=dim))
+    if mse:
+        loss = loss + mse * F.mse_loss(decoded, images)
     return loss + 1e-6 * posterior.kl().mean()
 
 
@@ -199,6 +202,19 @@ def load_init(models: dict, folder: Path) -> float:
     return float(pipeline.vae.config.scaling_factor)
 
 
+def new_vae_widths(vae_channels: str | None, resuming: bool) -> tuple[int, ...] | None:
+    """--vae-channels as block_out_channels, checked before anything loads."""
+    if not vae_channels:
+        return None
+    if resuming:
+        raise typer.BadParameter("--vae-channels shapes a new model: leave out --init, and give an empty --state")
+    widths = vae_channels.split(",")
+    if len(widths) != len(MINI_VAE["down_block_types"]) or not all(w.isdigit() and int(w) % 32 == 0 for w in widths):
+        raise typer.BadParameter(f"--vae-channels is {len(MINI_VAE['down_block_types'])} comma-separated multiples of 32 "
+                                 f"(the GroupNorms' groups), not {vae_channels!r}")
+    return tuple(int(width) for width in widths)
+
+
 def saved_vae_shape(saved: dict | None, init: Path | None, default: int) -> tuple[int, dict]:
     """The VAE's latent width and shape (block_out_channels, layers_per_block) of what training resumes from (a state
     or a pipeline folder), else (`default`, {}: MINI_VAE's)."""
@@ -223,6 +239,10 @@ def main(
     unet_batch: int = typer.Option(32, help="clips per UNet step (x8 frames)"),
     lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
     vae_lr: float = typer.Option(4e-4),
+    vae_anneal: bool = typer.Option(False, help="decay the VAE's learning rate linearly to 0 over --vae-minutes"),
+    vae_mse: float = typer.Option(0.0, min=0.0, help="weight of an MSE term added to the VAE's L1 loss"),
+    vae_mosaics: float = typer.Option(MOSAIC_SHARE, min=0.0, max=1.0, help="share of the VAE's clips showing four "
+                                      "whole photos, at the detail density of the pipeline's inputs"),
     vae_part: str = typer.Option("all", help="what the VAE stage trains: all; decoder (the latents, and the UNet trained on "
                                  "them, stay valid); encoder (the decoder and the scaling factor stay: the UNet's latents "
                                  "decode as before, its condition latents shift)"),
@@ -230,6 +250,8 @@ def main(
     latent_channels: int = typer.Option(16, min=1, help="VAE latent channels of a new model (the UNet takes twice as many)"),
     vae_layers: int | None = typer.Option(None, min=1, help="resnets per VAE encoder block (the decoder's have one "
                                           "more): above --init's, its VAE grows deeper, computing the same at first"),
+    vae_channels: str | None = typer.Option(None, help="block_out_channels of a new model's VAE, comma-separated "
+                                            "(MINI_VAE's: 64,128,128,128)"),
     vae_pool: int = typer.Option(0, min=0, help="clips the VAE stage renders once and draws its batches from (0: a "
                                  "new rendered batch every step)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
@@ -240,12 +262,15 @@ def main(
         raise typer.BadParameter(f"--motion is one of {', '.join(Motion.__args__)}, not {motion!r}")
     if vae_part not in VAE_PARTS:
         raise typer.BadParameter(f"--vae-part is one of {', '.join(VAE_PARTS)}, not {vae_part!r}")
+    checkpoint = state / "state.pt"
+    vae_widths = new_vae_widths(vae_channels, resuming=checkpoint.is_file() or init is not None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    checkpoint = state / "state.pt"
     saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     latent_channels, vae_shape = saved_vae_shape(saved, init, latent_channels)
+    if vae_widths:
+        vae_shape["block_out_channels"] = vae_widths
     saved_layers = vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])
     grown_from = None
     if vae_layers not in (None, saved_layers):
@@ -284,15 +309,17 @@ def main(
         if saved and "vae_optimizer" in saved and vae_part == "all":
             optimizer.load_state_dict(saved["vae_optimizer"])
         seed = 1_000_000 + steps["vae"] * 7919
-        batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion) if vae_pool
-                   else clip_batches(vae_batch, seed, device, workers, motion))
+        batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion, vae_mosaics) if vae_pool
+                   else clip_batches(vae_batch, seed, device, workers, motion, vae_mosaics))
         batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
         first = steps["vae"]
-        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop)), parameters, optimizer, None,
-               batches, vae_minutes, "vae", steps, log, autocast)
+        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop), vae_mse), parameters, optimizer, None,
+               batches, vae_minutes, "vae", steps, log, autocast, anneal=vae_anneal)
         runs.append(f"VAE {VAE_PARTS[vae_part]}: {first:,} -> {steps['vae']:,} "
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
                     f"{f' (from {vae_pool:,} clips rendered once)' if vae_pool else ''}, motion={motion}"
+                    f"{f', mosaics {vae_mosaics:g}' if vae_mosaics != MOSAIC_SHARE else ''}"
+                    f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
                     f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
@@ -366,8 +393,9 @@ def save_state(checkpoint: Path, models: dict, log: list, steps: dict, scaling_f
 
 
 def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase: str, steps: dict, log: list, autocast,
-           ema_parameters=None) -> None:
-    """Optimise until the time budget is spent; log the mean loss every 25 steps."""
+           ema_parameters=None, anneal: bool = False) -> None:
+    """Optimise until the time budget is spent (`anneal`: the learning rate decays linearly to 0 over it, after the
+    warm-up); log the mean loss every 25 steps."""
     parameters = list(parameters)
     start, window = time.time(), []
     warmup = 200
@@ -375,7 +403,8 @@ def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase
     while time.time() - start < minutes * 60:
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * min(1.0, (steps[phase] - first + 1) / warmup)
+            decay = max(0.0, 1 - (time.time() - start) / (minutes * 60)) if anneal else 1.0
+            group["lr"] = group["initial_lr"] * min(1.0, (steps[phase] - first + 1) / warmup, decay)
         with autocast:
             loss = step_loss(next(batches))
         optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
-from svdtool.models.scenes import MAX_FLOW, render_clips, to_uint8
+from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, photo_bank, render_clips, to_uint8
 from svdtool.models.train_mini import app as train_mini_app
 from svdtool.models.train_mini import grow_vae
 from svdtool.models.train_mini import main as train_mini
@@ -83,6 +83,16 @@ def test_scenes_are_reproducible_and_labelled_by_motion(motion):
         assert spearmanr(measured, first.motion_bucket_id.numpy()).statistic > 0.5  # Farneback underestimates flat textures
 
 
+def test_mosaic_share_is_drawn_only_when_asked():
+    """--vae-mosaics: the default share renders the stream earlier runs trained on; another share renders other,
+    still reproducible, clips."""
+    photos = photo_bank()
+    default = render_clips(5, 8, 8, photos).frames
+    assert torch.equal(render_clips(5, 8, 8, photos, mosaics=MOSAIC_SHARE).frames, default)
+    mosaics = render_clips(5, 8, 8, photos, mosaics=1.0).frames
+    assert torch.equal(render_clips(5, 8, 8, photos, mosaics=1.0).frames, mosaics) and not torch.equal(mosaics, default)
+
+
 def test_zoom_scenes_zoom_in_on_the_centre():
     """motion="zoom" (svd-mini v2's training data): no shape moves on its own and the camera only magnifies, so the
     centre stays put while every frame shows less of the scene than the one before (finer detail spreads out)."""
@@ -99,7 +109,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     # the first call grows the VAE one resnet deeper per block and draws its VAE batches from clips rendered once
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
                vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
-               vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom")
+               vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0,
+               vae_mosaics=0.75, vae_channels=None)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
     assert trained.vae.config.layers_per_block == shipped.vae.config.layers_per_block + 1
@@ -114,7 +125,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     # encoder-only training keeps the decoder and the scaling factor
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
                unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
-               workers=0, pool_clips=4, motion="zoom")
+               workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_mosaics=MOSAIC_SHARE,
+               vae_channels=None)
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
     assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
@@ -125,6 +137,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
     assert "(from 2 clips rendered once)" in record["runs"][-4] and "3 layers per block (grown from 2)" in record["runs"][-4]
+    assert "mosaics 0.75, lr decayed linearly to 0, loss + 1 x MSE" in record["runs"][-4]
+    assert "mosaics" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
     assert record["runs"][-1].endswith("motion=zoom")
 
 
@@ -143,6 +157,24 @@ def test_grown_vae_computes_what_the_saved_one_did():
         assert torch.equal(grown.encode(clip).latent_dist.mode(), latents)
         assert torch.allclose(grown.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-6)
     assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in shipped.parameters())
+
+
+@pytest.mark.parametrize("option", [["--vae-channels", "96,192,192"], ["--vae-channels", "96,192,192,200"],
+                                    ["--vae-channels", "96,192,192,192", "--init", "models/mini"]])
+def test_training_script_checks_vae_channels_before_loading(tmp_path, option):
+    option = [str(BUILTIN_MODELS["mini"].folder) if value == "models/mini" else value for value in option]
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"), *option])
+    assert result.exit_code == 2 and "--vae-channels" in result.output and not (tmp_path / "state").exists()
+    assert "Traceback" not in result.output
+
+
+def test_training_script_builds_a_vae_of_other_widths(tmp_path):
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                                 "--vae-channels", "32,64,64,64", "--vae-minutes", "0.001",
+                                                 "--vae-batch", "1", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "vae" / "config.json").read_text())
+    assert config["block_out_channels"] == [32, 64, 64, 64] and config["layers_per_block"] == 2
 
 
 def test_training_script_only_deepens_the_vae(tmp_path):
