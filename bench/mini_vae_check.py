@@ -58,6 +58,17 @@ def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
     return round(float(psnr_per_frame(to_uint8(decoded)[None], to_uint8(pixels)[None])[0]), 2)
 
 
+def minimise_mse(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, pixels: torch.Tensor, parameters,
+                 lr: float, steps: int) -> None:
+    """Adam on the MSE of `latents`' decoding to `pixels`, over `parameters` (the latents, or the decoder's weights)."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(vae.decode(latents, num_frames=1).sample, pixels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> dict[str, float]:
     """PSNR of the decoder's output from the latent that minimises its MSE to `pixels` (from the encoder's), and how far
     that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations."""
@@ -65,12 +76,7 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
         posterior = vae.encode(pixels).latent_dist
         encoded = posterior.mode()
     latent = encoded.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([latent], lr=0.02)
-    for _ in range(FIT_STEPS):
-        loss = torch.nn.functional.mse_loss(vae.decode(latent, num_frames=1).sample, pixels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    minimise_mse(vae, latent, pixels, [latent], lr=0.02, steps=FIT_STEPS)
     with torch.no_grad():
         shift = latent - encoded
         return {"psnr_fitted_latent": psnr(vae.decode(latent, num_frames=1).sample, pixels),
@@ -82,18 +88,12 @@ def capacity(vae: AutoencoderKLTemporalDecoder, photos: dict[str, torch.Tensor])
     """PSNR per photo after a copy of the decoder is trained on these photos' encoder latents (the encoder frozen)."""
     import copy
 
-    torch.manual_seed(0)
     decoder_vae = copy.deepcopy(vae).requires_grad_(False)
     decoder_vae.decoder.requires_grad_(True)
     pixels = torch.cat(list(photos.values()))
     with torch.no_grad():
         latents = decoder_vae.encode(pixels).latent_dist.mode()
-    optimizer = torch.optim.Adam(decoder_vae.decoder.parameters(), lr=1e-4)
-    for _ in range(CAPACITY_STEPS):
-        loss = torch.nn.functional.mse_loss(decoder_vae.decode(latents, num_frames=1).sample, pixels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    minimise_mse(decoder_vae, latents, pixels, decoder_vae.decoder.parameters(), lr=1e-4, steps=CAPACITY_STEPS)
     with torch.no_grad():
         decoded = decoder_vae.decode(latents, num_frames=1).sample
     return {name: psnr(decoded[i:i + 1], pixels[i:i + 1]) for i, name in enumerate(photos)}
