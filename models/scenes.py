@@ -160,8 +160,8 @@ def _mosaic(draw: _Draw, photos: torch.Tensor) -> torch.Tensor:
 
 def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mosaics: float) -> torch.Tensor:
     """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): a share `mosaics` of them mosaics of four whole photos, the rest a
-    third each photo crops, noise textures and stripes or gradients (photos flipped, channels permuted, hue and
-    saturation jittered)."""
+    third each photo crops, noise textures and patterns (stripes, checkerboards, gradients; photos flipped, channels
+    permuted, hue and saturation jittered)."""
     size = CANVAS_SIZE
     kind = draw.integers(4, n)  # 0 pattern, 1 noise, 2 photo crop, 3 mosaic
     if mosaics != MOSAIC_SHARE:  # drawn only then, so the default stream is the one earlier runs trained on
