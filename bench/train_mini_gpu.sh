@@ -31,7 +31,10 @@ cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes 
 WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 train="python3 -m svdtool.models.train_mini"
-check="python3 bench/mini_vae_check.py"
+check() {  # a later call's copy of the tree drops the package-dir links that a long job's check needs: make them again
+  WHEELS=.whl-core source bench/device_env.sh > /dev/null
+  python3 bench/mini_vae_check.py "$@"
+}
 name=${NAME:-v2}
 
 resume() {  # VAE minutes, UNet minutes
@@ -42,7 +45,7 @@ resume() {  # VAE minutes, UNet minutes
     --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_ANNEAL:+--vae-anneal} >> "$out/train_$name.log" 2>&1
-  $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
+  check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 
 case $stage in
@@ -56,7 +59,7 @@ vae)
   wait
   folders=$(for c in $widths; do echo $cache/mini/c$c; done)
   labels=$(for c in $widths; do echo -n "${c}ch,"; done)
-  pick=$($check $folders --json "$out/vae_check.json" --grid "$out/vae_grid.png" --labels "${labels%,}" --pick 2> "$out/vae_check.log")
+  pick=$(check $folders --json "$out/vae_check.json" --grid "$out/vae_grid.png" --labels "${labels%,}" --pick 2> "$out/vae_check.log")
   [ -n "$pick" ] || { echo "the VAE check failed: $out/vae_check.log"; exit 1; }
   echo "picked $pick" | tee -a "$out/vae_check.log"
   rm -rf $cache/mini/v2 $cache/train/v2
