@@ -5,8 +5,8 @@
 # the host has, to leave room in a call's 64 MiB); .rayw/ (Ray 2.60 without its jars/RLlib/Tune/Train/dashboard client,
 # and jsonschema, which the host lacks) and .servew/ (Ray Serve's web stack: fastapi, starlette, uvicorn, pydantic,
 # python-multipart, opentelemetry-api, grpcio-reflection) are added when carried.
-# A job left running across calls (setsid nohup) loses the svdtool/<stage> links below when the next call copies the
-# tree again: each call sources this file (or recreates the links) before such a job reaches its next `svdtool` step.
+# The svdtool/<stage> links below are ignored by .gitignore, so a job left running across calls (setsid nohup) keeps
+# them when the next call copies the tree again (before they were ignored, that copy removed them and the job failed).
 SITE=bench/.cache/site  # ignored by .gitignore, so it stays on a warm machine between calls
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/$SITE:$PWD"
 if [ ! -f $SITE/.wheels ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train svd-mini on a GPU host (the `device` tool's H100/H200), in calls of at most 10 minutes each; everything
 # lives under bench/.cache/ (ignored by .gitignore, so it stays on a warm machine between calls; the device tool
-# drops paths that only .git/info/exclude ignores, and the package-dir links, between calls):
+# drops paths that only .git/info/exclude ignores between calls; .gitignore also keeps device_env.sh's package-dir
+# links, so a run left going across calls finds them):
 #   bench/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
 #                                                    M (8) min, checked on the held-out photos (bench/mini_vae_check.py);
 #                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2
@@ -31,10 +32,7 @@ cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes 
 WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 train="python3 -m svdtool.models.train_mini"
-check() {  # a later call's copy of the tree drops the package-dir links that a long job's check needs: make them again
-  WHEELS=.whl-core source bench/device_env.sh > /dev/null
-  python3 bench/mini_vae_check.py "$@"
-}
+check="python3 bench/mini_vae_check.py"
 name=${NAME:-v2}
 
 resume() {  # VAE minutes, UNet minutes
@@ -45,7 +43,7 @@ resume() {  # VAE minutes, UNet minutes
     --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_ANNEAL:+--vae-anneal} >> "$out/train_$name.log" 2>&1
-  check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
+  $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 
 case $stage in
@@ -59,7 +57,7 @@ vae)
   wait
   folders=$(for c in $widths; do echo $cache/mini/c$c; done)
   labels=$(for c in $widths; do echo -n "${c}ch,"; done)
-  pick=$(check $folders --json "$out/vae_check.json" --grid "$out/vae_grid.png" --labels "${labels%,}" --pick 2> "$out/vae_check.log")
+  pick=$($check $folders --json "$out/vae_check.json" --grid "$out/vae_grid.png" --labels "${labels%,}" --pick 2> "$out/vae_check.log")
   [ -n "$pick" ] || { echo "the VAE check failed: $out/vae_check.log"; exit 1; }
   echo "picked $pick" | tee -a "$out/vae_check.log"
   rm -rf $cache/mini/v2 $cache/train/v2
