@@ -5,7 +5,9 @@
 # links, so a run left going across calls finds them):
 #   bench/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
 #                                                    M (8) min, checked on the held-out photos (bench/mini_vae_check.py);
-#                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2
+#                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2;
+#                                                    again on a warm machine: they train on from their state.
+#                                                    VAE_CHANNELS (e.g. 96,192,192,192) widens new ones, VAE_POOL as below
 #   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  candidate NAME (v2): its VAE for VAE_M min (VAE_PART: all, encoder
 #                                                    or decoder, as train_mini's --vae-part), then its UNet for UNET_M
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
@@ -51,8 +53,9 @@ vae)
   minutes=${3:-8} widths="${*:4}"; widths=${widths:-8 16}
   mkdir -p $cache/mini $cache/train
   for c in $widths; do
-    $train --out $cache/mini/c$c --state $cache/train/c$c --latent-channels $c --vae-minutes "$minutes" \
-      --workers $(( workers / $(wc -w <<< "$widths") )) > "$out/train_c$c.log" 2>&1 &
+    shape=""; [ -f $cache/train/c$c/state.pt ] || shape="${VAE_CHANNELS:+--vae-channels $VAE_CHANNELS}"  # new ones only
+    $train --out $cache/mini/c$c --state $cache/train/c$c --latent-channels $c --vae-minutes "$minutes" $shape \
+      --vae-pool "${VAE_POOL:-0}" --workers $(( workers / $(wc -w <<< "$widths") )) >> "$out/train_c$c.log" 2>&1 &
   done
   wait
   folders=$(for c in $widths; do echo $cache/mini/c$c; done)
