@@ -19,6 +19,7 @@ decodes them again. A diagnostic only -- that decoder has seen the photos, so it
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -86,8 +87,6 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
 
 def capacity(vae: AutoencoderKLTemporalDecoder, photos: dict[str, torch.Tensor]) -> dict[str, float]:
     """PSNR per photo after a copy of the decoder is trained on these photos' encoder latents (the encoder frozen)."""
-    import copy
-
     decoder_vae = copy.deepcopy(vae).requires_grad_(False)
     decoder_vae.decoder.requires_grad_(True)
     pixels = torch.cat(list(photos.values()))

@@ -400,11 +400,11 @@ def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase
     start, window = time.time(), []
     warmup = 200
     first = steps[phase]
-    while time.time() - start < minutes * 60:
+    while (elapsed := time.time() - start) < minutes * 60:
+        scale = min(1.0, (steps[phase] - first + 1) / warmup, 1 - elapsed / (minutes * 60) if anneal else 1.0)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-            decay = max(0.0, 1 - (time.time() - start) / (minutes * 60)) if anneal else 1.0
-            group["lr"] = group["initial_lr"] * min(1.0, (steps[phase] - first + 1) / warmup, decay)
+            group["lr"] = group["initial_lr"] * scale
         with autocast:
             loss = step_loss(next(batches))
         optimizer.zero_grad(set_to_none=True)

@@ -4,8 +4,12 @@ pool, cut into tiles for the VAE, and encoded once into a latent pool for the UN
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLTemporalDecoder
 
 from .scenes import MOSAIC_SHARE, Motion, photo_bank, render_clips
 
