@@ -180,6 +180,9 @@ def main(argv: list[str]) -> None:
             args.remove(options[flag])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folders = [Path(a) for a in args]
+    for folder in folders:
+        if not ((folder / "vae" / "config.json").is_file() or (folder / "config.json").is_file()):
+            sys.exit(f"{folder} is neither an SVD pipeline folder nor its vae/ (no vae/config.json or config.json)")
     results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv) for folder in folders]
     for summary, _ in results:
         print(f"{summary['folder']}: {summary['latent_channels']} latent channels, {summary['parameters_m']} M, "
