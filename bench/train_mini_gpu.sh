@@ -13,8 +13,10 @@
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
 #                                                    (INIT: v2; a fresh one); the VAE checked again. VAE_LR (4e-4),
 #                                                    VAE_POOL (0), VAE_LAYERS (deepen INIT's VAE), VAE_MSE (0),
-#                                                    VAE_MOSAICS and VAE_ANNEAL (set: on) are train_mini's --vae-lr,
-#                                                    --vae-pool, --vae-layers, --vae-mse, --vae-mosaics, --vae-anneal
+#                                                    VAE_MOSAICS, VAE_LEAVES and VAE_ANNEAL (set: on) are train_mini's
+#                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-mosaics,
+#                                                    --vae-leaves, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
+#                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet
 #   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
@@ -44,7 +46,8 @@ resume() {  # VAE minutes, UNet minutes
   $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
     --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" \
-    ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_ANNEAL:+--vae-anneal} >> "$out/train_$name.log" 2>&1
+    ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_LEAVES:+--vae-leaves $VAE_LEAVES} ${VAE_ANNEAL:+--vae-anneal} \
+    ${UNET_FROM:+--unet-from $UNET_FROM} >> "$out/train_$name.log" 2>&1
   $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 

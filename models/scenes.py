@@ -1,7 +1,8 @@
 """Procedural training clips for svd-mini: textured scenes moved by known camera and object motions.
 
 Every clip is a function of (seed, index), so the data set is reproducible without being stored. Backgrounds are
-photos bundled with scikit-image, multi-octave noise textures, stripes and gradients. With `motion="random"` the
+photos bundled with scikit-image, multi-octave noise textures, stripes and gradients, and (when asked) dead-leaves
+scenes coloured and textured by those photos. With `motion="random"` the
 camera pans, zooms and rotates over them in a random mix and direction while 0-3 shaded shapes move on their own;
 with `motion="zoom"` the camera only zooms in on the centre, so the motion is a function of its strength alone. The
 mean per-pixel displacement (px/frame, known exactly from the motion) sets `motion_bucket_id`, as optical-flow
@@ -33,6 +34,16 @@ TRAIN_PHOTOS = (
 HELD_OUT_PHOTOS = ("chelsea.png", "coffee.png")  # never seen in training: evaluation and README inputs
 Motion = Literal["random", "zoom"]
 MOSAIC_SHARE = 0.25  # clips whose canvas is a mosaic of four whole photos, unless render_clips is told otherwise
+
+
+@dataclass(frozen=True)
+class SceneMix:
+    """What the clips' backgrounds are: a share `mosaics` mosaics of four whole photos (the rest a third each photo
+    crops, noise textures and patterns), then a share `leaves` of all clips dead-leaves scenes instead. Shares other
+    than the defaults draw more numbers, so only the default mix renders the stream earlier runs trained on."""
+
+    mosaics: float = MOSAIC_SHARE
+    leaves: float = 0.0
 
 
 @dataclass
@@ -158,14 +169,14 @@ def _mosaic(draw: _Draw, photos: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat(tiles[:2], dim=-1), torch.cat(tiles[2:], dim=-1)], dim=-2)
 
 
-def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mosaics: float) -> torch.Tensor:
-    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE): a share `mosaics` of them mosaics of four whole photos, the rest a
-    third each photo crops, noise textures and patterns (stripes, checkerboards, gradients; photos flipped, channels
-    permuted, hue and saturation jittered)."""
+def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mix: SceneMix) -> torch.Tensor:
+    """n canvases (n, 3, CANVAS_SIZE, CANVAS_SIZE) as `mix` says: photo mosaics, photo crops, noise textures, patterns
+    (stripes, checkerboards, gradients) and dead leaves (photos flipped, channels permuted; photos and leaves hue and
+    saturation jittered)."""
     size = CANVAS_SIZE
     kind = draw.integers(4, n)  # 0 pattern, 1 noise, 2 photo crop, 3 mosaic
-    if mosaics != MOSAIC_SHARE:  # drawn only then, so the default stream is the one earlier runs trained on
-        kind = torch.where(draw.uniform(n) < mosaics, 3, draw.integers(3, n))
+    if mix.mosaics != MOSAIC_SHARE:  # drawn only then, so the default stream is the one earlier runs trained on
+        kind = torch.where(draw.uniform(n) < mix.mosaics, 3, draw.integers(3, n))
     canvas = torch.where((kind == 0)[:, None, None, None], _pattern_texture(draw, n, size), _noise_texture(draw, n, size))
     if photos is not None:
         photos = photos.to(draw.device)
@@ -182,7 +193,59 @@ def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mosaics: floa
                 crop = crop.flip(-1)
             crops.append(crop[torch.randperm(3, generator=draw.generator).to(draw.device)])
         canvas = torch.where((kind >= 2)[:, None, None, None], _colour_jitter(draw, torch.stack(crops)), canvas)
+        if mix.leaves:
+            chosen = torch.nonzero(draw.uniform(n) < mix.leaves).flatten()
+            if len(chosen):
+                canvas[chosen] = _colour_jitter(draw, _dead_leaves(draw, len(chosen), photos))
     return canvas
+
+
+def _dead_leaves(draw: _Draw, n: int, photos: torch.Tensor, count: int = 1200, smallest: float = 3.0,
+                 largest: float = 80.0) -> torch.Tensor:
+    """n dead-leaves scenes (n, 3, CANVAS_SIZE, CANVAS_SIZE): `count` ellipses (radius p(r) ~ r^-3 between `smallest` and
+    `largest` px, aspect 1-2.5) fallen one over another, each the colour of a pixel of a colour photo, flat or carrying
+    a photo's texture. Such scenes have natural images' occlusions, edges at every scale and 1/f^2 spectrum, and
+    train restoration networks nearly as well as photos (Achddou, Gousseau, Ladjal 2021); the bundled colour photos
+    are seven. Each leaf is painted by hand in its own bounding box (about 0.1 s of one CPU core a scene): OpenCV
+    fills ellipses with one colour, antialiased in 8-bit images only, where a textured leaf needs its coverage."""
+    size = CANVAS_SIZE
+    colourful = photos[(photos - photos.mean(1, keepdim=True)).abs().mean((1, 2, 3)) > 0.02]
+    photos = colourful if len(colourful) else photos
+    u = draw.uniform(n, count).cpu()
+    radius = (smallest ** -2 - u * (smallest ** -2 - largest ** -2)) ** -0.5  # inverse CDF of p(r) ~ r^-3
+    aspect = draw.uniform(n, count, low=1.0, high=2.5).cpu()
+    angle = draw.uniform(n, count, high=math.pi).cpu()
+    centre = draw.uniform(n, count, 2, high=size).cpu()
+    pixel = draw.integers(photos.shape[-1], n, count, 2).cpu()
+    colour = photos[draw.integers(len(photos), n, count).cpu(), :, pixel[..., 0], pixel[..., 1]]  # (n, count, 3)
+    texture_of = draw.integers(3, n, count).cpu()  # 0: flat, else the scene's texture 1 or 2
+    contrast = draw.uniform(n, count, low=0.3, high=1.0).cpu()
+    texture_photo = draw.integers(len(photos), n, 2).cpu()
+    texture_at = draw.integers(photos.shape[-1] - size + 1, n, 2, 2).cpu()
+    scenes = torch.empty(n, 3, size, size, device=photos.device)
+    for i in range(n):
+        textures = []
+        for k in range(2):
+            top, left = (int(x) for x in texture_at[i, k])
+            textures.append(photos[int(texture_photo[i, k]), :, top:top + size, left:left + size])
+        textures = torch.stack(textures)
+        textures = torch.cat([torch.zeros_like(textures[:1]), textures - textures.mean(dim=(2, 3), keepdim=True)])
+        canvas = colour[i, 0, :, None, None] + textures[1]
+        for j in range(count):
+            r, a, cy, cx = float(radius[i, j]), float(aspect[i, j]), float(centre[i, j, 0]), float(centre[i, j, 1])
+            top, bottom = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, size)
+            left, right = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, size)
+            ys = torch.arange(top, bottom, dtype=torch.float32, device=photos.device)[:, None] - cy
+            xs = torch.arange(left, right, dtype=torch.float32, device=photos.device)[None] - cx
+            cos, sin = math.cos(float(angle[i, j])), math.sin(float(angle[i, j]))
+            distance = torch.sqrt((xs * cos + ys * sin) ** 2 + ((ys * cos - xs * sin) * a) ** 2)
+            cover = ((r - distance) / a).clamp(-0.5, 0.5) + 0.5  # antialiased over about a pixel of the minor axis
+            k = int(texture_of[i, j])
+            fill = colour[i, j, :, None, None] + float(contrast[i, j]) * textures[k, :, top:bottom, left:right]
+            window = canvas[:, top:bottom, left:right]
+            canvas[:, top:bottom, left:right] = window + (fill - window) * cover
+        scenes[i] = canvas
+    return scenes.clamp(-1, 1)
 
 
 def _camera_motion(draw: _Draw, n: int, motion: Motion) -> torch.Tensor:
@@ -252,16 +315,16 @@ def _add_moving_shapes(draw: _Draw, video: torch.Tensor, flow: torch.Tensor, tar
 
 
 def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None = None, device: str = "cpu",
-                 motion: Motion = "random", mosaics: float = MOSAIC_SHARE) -> Clips:
+                 motion: Motion = "random", mix: SceneMix = SceneMix()) -> Clips:
     """Render n clips of `frames` frames at CLIP_SIZE on `device`; the same scenes for the same (seed, n, frames).
 
     `motion="zoom"`: the camera always moves (zooming in, from still at bucket 0 to MAX_FLOW) and no shapes move on
     their own, so a clip's motion follows from its first frame and bucket -- a small model can commit to it, where
-    random directions leave it to average them into blur. `mosaics`: the share of clips showing four whole photos,
-    at the detail density of a photo resized to the clip (as the pipeline's inputs are)."""
+    random directions leave it to average them into blur. `mix`: what the backgrounds are (SceneMix); its mosaics
+    show whole photos at the detail density of a photo resized to the clip (as the pipeline's inputs are)."""
     draw = _Draw(seed, device)
     size = CLIP_SIZE
-    canvas = _backgrounds(draw, n, photos, mosaics)
+    canvas = _backgrounds(draw, n, photos, mix)
     # Aim each clip at a mean flow drawn uniformly (6 % static): camera flow is close to linear in its strength.
     target = draw.uniform(n, high=MAX_FLOW) * (draw.uniform(n) > 0.06).float()
     camera_on = (draw.uniform(n) > 0.1).float() if motion == "random" else torch.ones(n, device=draw.device)  # 10 % object-only

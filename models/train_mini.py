@@ -31,7 +31,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .presets import CLIP_MEAN, CLIP_STD, PRESETS
-from .scenes import CLIP_SIZE, MOSAIC_SHARE, Motion, photo_bank, render_clips
+from .scenes import CLIP_SIZE, MOSAIC_SHARE, Motion, SceneMix, photo_bank, render_clips
 from .training_data import FRAMES, LatentPool, build_pool, clip_batches, crop_tiles, pooled_clip_batches
 
 FPS = 7
@@ -202,6 +202,22 @@ def load_init(models: dict, folder: Path) -> float:
     return float(pipeline.vae.config.scaling_factor)
 
 
+def transplant(models: dict, folder: Path) -> list[str]:
+    """Start the UNet and the image encoder from a saved pipeline's, whose latents may be of another width: every
+    weight of the same name and shape is copied; those that differ (the UNet's first and last convolutions, which
+    read and write the latents) keep their new init. Returns the names of those."""
+    pipeline = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    kept = []
+    for name in ("unet", "image_encoder"):
+        target, source = models[name].state_dict(), getattr(pipeline, name).state_dict()
+        if set(source) != set(target):
+            raise typer.BadParameter(f"--unet-from: the {name} of {folder} is not shaped as svd-mini's")
+        fitting = {key: value for key, value in source.items() if value.shape == target[key].shape}
+        models[name].load_state_dict(fitting, strict=False)
+        kept += [f"{name}.{key}" for key in source if key not in fitting]
+    return kept
+
+
 def new_vae_widths(vae_channels: str | None, resuming: bool) -> tuple[int, ...] | None:
     """--vae-channels as block_out_channels, checked before anything loads."""
     if not vae_channels:
@@ -243,6 +259,8 @@ def main(
     vae_mse: float = typer.Option(0.0, min=0.0, help="weight of an MSE term added to the VAE's L1 loss"),
     vae_mosaics: float = typer.Option(MOSAIC_SHARE, min=0.0, max=1.0, help="share of the VAE's clips showing four "
                                       "whole photos, at the detail density of the pipeline's inputs"),
+    vae_leaves: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the VAE's clips showing dead-leaves scenes "
+                                     "(ellipses of every size, coloured and textured by the colour photos)"),
     vae_part: str = typer.Option("all", help="what the VAE stage trains: all; decoder (the latents, and the UNet trained on "
                                  "them, stay valid); encoder (the decoder and the scaling factor stay: the UNet's latents "
                                  "decode as before, its condition latents shift)"),
@@ -257,11 +275,16 @@ def main(
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
     pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
     motion: str = typer.Option("random", help="training clips' camera: random (pan/zoom/spin mix, moving shapes) or zoom"),
+    unet_from: Path | None = typer.Option(None, exists=True, file_okay=False, help="saved pipeline whose UNet and image "
+                                          "encoder start this model's untrained ones (all but the UNet's convolutions "
+                                          "that read and write latents of another width)"),
 ) -> None:
     if motion not in Motion.__args__:
         raise typer.BadParameter(f"--motion is one of {', '.join(Motion.__args__)}, not {motion!r}")
     if vae_part not in VAE_PARTS:
         raise typer.BadParameter(f"--vae-part is one of {', '.join(VAE_PARTS)}, not {vae_part!r}")
+    if unet_from and not (unet_from / "model_index.json").is_file():
+        raise typer.BadParameter(f"--unet-from {unet_from} is not a saved pipeline (no model_index.json)")
     checkpoint = state / "state.pt"
     vae_widths = new_vae_widths(vae_channels, resuming=checkpoint.is_file() or init is not None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -294,6 +317,11 @@ def main(
         # the record's counts are exact; the loss log has a row per 25 steps
         steps = record.get("steps") or {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
         runs = record.get("runs", [])
+    if unet_from:
+        if steps["unet"]:
+            raise typer.BadParameter(f"--unet-from starts an untrained UNet; this one trained {steps['unet']:,} steps")
+        kept = transplant(models, unet_from)
+        runs.append(f"UNet + image encoder started from {unet_from.name}'s, but {', '.join(kept) or 'nothing'}")
     for model in models.values():
         model.to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
@@ -309,8 +337,9 @@ def main(
         if saved and "vae_optimizer" in saved and vae_part == "all":
             optimizer.load_state_dict(saved["vae_optimizer"])
         seed = 1_000_000 + steps["vae"] * 7919
-        batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion, vae_mosaics) if vae_pool
-                   else clip_batches(vae_batch, seed, device, workers, motion, vae_mosaics))
+        mix = SceneMix(vae_mosaics, vae_leaves)
+        batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion, mix) if vae_pool
+                   else clip_batches(vae_batch, seed, device, workers, motion, mix))
         batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
         first = steps["vae"]
         _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop), vae_mse), parameters, optimizer, None,
@@ -319,6 +348,7 @@ def main(
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
                     f"{f' (from {vae_pool:,} clips rendered once)' if vae_pool else ''}, motion={motion}"
                     f"{f', mosaics {vae_mosaics:g}' if vae_mosaics != MOSAIC_SHARE else ''}"
+                    f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}"
                     f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
                     f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
         vae.eval()

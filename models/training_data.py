@@ -11,7 +11,7 @@ import torch
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLTemporalDecoder
 
-from .scenes import MOSAIC_SHARE, Motion, photo_bank, render_clips
+from .scenes import Motion, SceneMix, photo_bank, render_clips
 
 FRAMES = 8  # frames per training clip: svd-mini's num_frames
 
@@ -21,9 +21,9 @@ class ClipStream(torch.utils.data.IterableDataset):
     `num_workers`-th batch and the loader takes them round-robin, so the stream is the same for any worker count.
     (v1 rendered on the GPU: its many small launches and host draws left the GPU idle most of the time.)"""
 
-    def __init__(self, batch: int, seed: int, motion: Motion, mosaics: float = MOSAIC_SHARE) -> None:
+    def __init__(self, batch: int, seed: int, motion: Motion, mix: SceneMix = SceneMix()) -> None:
         super().__init__()
-        self.batch, self.seed, self.motion, self.mosaics = batch, seed, motion, mosaics
+        self.batch, self.seed, self.motion, self.mix = batch, seed, motion, mix
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -31,25 +31,25 @@ class ClipStream(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         photos = photo_bank()
         while True:
-            clips = render_clips(self.seed + index, self.batch, FRAMES, photos, motion=self.motion, mosaics=self.mosaics)
+            clips = render_clips(self.seed + index, self.batch, FRAMES, photos, motion=self.motion, mix=self.mix)
             yield clips.frames, clips.motion_bucket_id
             index += stride
 
 
-def clip_batches(batch: int, seed: int, device: str, workers: int, motion: Motion, mosaics: float = MOSAIC_SHARE):
+def clip_batches(batch: int, seed: int, device: str, workers: int, motion: Motion, mix: SceneMix = SceneMix()):
     """Endless (frames, motion_bucket_id) batches of procedural clips on `device`."""
-    loader = torch.utils.data.DataLoader(ClipStream(batch, seed, motion, mosaics), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ClipStream(batch, seed, motion, mix), batch_size=None, num_workers=workers,
                                          pin_memory=device == "cuda", prefetch_factor=4 if workers else None)
     for frames, buckets in loader:
         yield frames.to(device, non_blocking=True), buckets.to(device, non_blocking=True)
 
 
 def pooled_clip_batches(batch: int, clips: int, seed: int, device: str, workers: int, motion: Motion,
-                        mosaics: float = MOSAIC_SHARE):
+                        mix: SceneMix = SceneMix()):
     """Endless (frames, None) batches drawn from `clips` clips rendered once (kept as uint8 on `device`), each
     flipped left-right at random, so that no VAE step waits on the CPU processes rendering clips (two runs sharing
     an H200's 16 cores thus kept its GPU fully busy)."""
-    stream = clip_batches(min(64, clips), seed, device, workers, motion, mosaics)
+    stream = clip_batches(min(64, clips), seed, device, workers, motion, mix)
     parts, count = [], 0
     while count < clips:
         frames = next(stream)[0]

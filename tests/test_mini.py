@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
-from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, photo_bank, render_clips, to_uint8
+from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, render_clips, to_uint8
 from svdtool.models.train_mini import app as train_mini_app
 from svdtool.models.train_mini import grow_vae
 from svdtool.models.train_mini import main as train_mini
@@ -83,14 +83,33 @@ def test_scenes_are_reproducible_and_labelled_by_motion(motion):
         assert spearmanr(measured, first.motion_bucket_id.numpy()).statistic > 0.5  # Farneback underestimates flat textures
 
 
-def test_mosaic_share_is_drawn_only_when_asked():
-    """--vae-mosaics: the default share renders the stream earlier runs trained on; another share renders other,
-    still reproducible, clips."""
+@pytest.mark.parametrize("mix", [SceneMix(mosaics=1.0), SceneMix(leaves=1.0)])
+def test_other_scene_mixes_are_drawn_only_when_asked(mix):
+    """--vae-mosaics and --vae-leaves: the default mix renders the stream earlier runs trained on; another mix renders
+    other, still reproducible, clips."""
     photos = photo_bank()
     default = render_clips(5, 8, 8, photos).frames
-    assert torch.equal(render_clips(5, 8, 8, photos, mosaics=MOSAIC_SHARE).frames, default)
-    mosaics = render_clips(5, 8, 8, photos, mosaics=1.0).frames
-    assert torch.equal(render_clips(5, 8, 8, photos, mosaics=1.0).frames, mosaics) and not torch.equal(mosaics, default)
+    assert torch.equal(render_clips(5, 8, 8, photos, mix=SceneMix(MOSAIC_SHARE, 0.0)).frames, default)
+    other = render_clips(5, 8, 8, photos, mix=mix).frames
+    assert torch.equal(render_clips(5, 8, 8, photos, mix=mix).frames, other) and not torch.equal(other, default)
+
+
+def test_dead_leaves_are_colourful_occluding_shapes_of_every_size():
+    """Dead-leaves clips: colour from the colour photos (not the grey ones), and edges at every scale -- the share of
+    their variance in the finest detail close to that of whole photos resized to the clip (0.049; the leaves 0.045,
+    photo crops 0.029 and the noise textures 0.022)."""
+    photos = photo_bank()
+    leaves = render_clips(11, 6, 2, photos, motion="zoom", mix=SceneMix(leaves=1.0)).frames[:, 0]
+    chroma = (leaves - leaves.mean(1, keepdim=True)).abs().mean()
+    assert chroma > 0.05
+
+    def fine_share(frames):  # energy of the difference from a 2x-blurred copy, over the total deviation from the mean
+        blurred = torch.nn.functional.avg_pool2d(frames, 3, 1, 1)
+        return float((frames - blurred).pow(2).mean() / (frames - frames.mean((2, 3), keepdim=True)).pow(2).mean())
+
+    whole_photos = torch.nn.functional.interpolate(photos, size=leaves.shape[-2:], mode="bilinear", antialias=True)
+    assert fine_share(leaves) > 0.7 * fine_share(whole_photos)
+    assert leaves.std(dim=(2, 3)).mean() > 0.2  # a scene is not one flat colour
 
 
 def test_zoom_scenes_zoom_in_on_the_centre():
@@ -110,7 +129,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
                vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
                vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0,
-               vae_mosaics=0.75, vae_channels=None)
+               vae_mosaics=0.75, vae_leaves=0.5, vae_channels=None, unet_from=None)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
     assert trained.vae.config.layers_per_block == shipped.vae.config.layers_per_block + 1
@@ -126,7 +145,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
                unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
                workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_mosaics=MOSAIC_SHARE,
-               vae_channels=None)
+               vae_leaves=0.0, vae_channels=None, unet_from=None)
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
     assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
@@ -137,8 +156,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
     assert "(from 2 clips rendered once)" in record["runs"][-4] and "3 layers per block (grown from 2)" in record["runs"][-4]
-    assert "mosaics 0.75, lr decayed linearly to 0, loss + 1 x MSE" in record["runs"][-4]
-    assert "mosaics" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
+    assert "mosaics 0.75, dead leaves 0.5, lr decayed linearly to 0, loss + 1 x MSE" in record["runs"][-4]
+    assert "mosaics" not in record["runs"][-2] and "leaves" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
     assert record["runs"][-1].endswith("motion=zoom")
 
 
@@ -175,6 +194,28 @@ def test_training_script_builds_a_vae_of_other_widths(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "out" / "vae" / "config.json").read_text())
     assert config["block_out_channels"] == [32, 64, 64, 64] and config["layers_per_block"] == 2
+
+
+def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(tmp_path):
+    """--unet-from: every UNet and image-encoder weight of the shipped model is copied but those that read or write the
+    32-channel latents; a UNet that has trained is refused with one line."""
+    shipped = BUILTIN_MODELS["mini"].folder
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                                 "--latent-channels", "32", "--unet-from", str(shipped), "--vae-minutes",
+                                                 "0.001", "--vae-batch", "1", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    trained, original = load_pipeline(str(tmp_path / "out")), load_pipeline("mini")
+    assert trained.unet.conv_in.in_channels == 64 and trained.unet.conv_out.out_channels == 32
+    assert torch.equal(trained.unet.conv_in.bias, original.unet.conv_in.bias)
+    assert torch.equal(trained.unet.mid_block.resnets[0].spatial_res_block.conv1.weight,
+                       original.unet.mid_block.resnets[0].spatial_res_block.conv1.weight)
+    assert torch.equal(trained.image_encoder.visual_projection.weight, original.image_encoder.visual_projection.weight)
+    runs = json.loads((tmp_path / "out" / "training.json").read_text())["runs"]
+    assert runs[0] == "UNet + image encoder started from mini's, but unet.conv_in.weight, unet.conv_out.weight, unet.conv_out.bias"
+    refused = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "again"), "--state", str(tmp_path / "none"),
+                                                  "--init", str(shipped), "--unet-from", str(shipped)])
+    assert refused.exit_code == 2 and "--unet-from starts an untrained UNet" in refused.output
+    assert "Traceback" not in refused.output and not (tmp_path / "again").exists()
 
 
 def test_training_script_only_deepens_the_vae(tmp_path):
