@@ -176,8 +176,8 @@ def test_ray_batch_spans_both_nodes_and_matches_in_process(ray_cluster, tiny_ir_
 
 
 def test_ray_batch_survives_a_killed_worker(ray_cluster, tiny_ir_fp32, many_photos, in_process_frames, tmp_path):
-    """kill -9 an actor after its first video: Ray restarts it and retries its image; every video is written exactly
-    once and matches the in-process run bit for bit."""
+    """kill -9 an actor after its first video: the batch goes on (Ray restarts the actor and retries the image it held,
+    if it held one); every video is written exactly once and matches the in-process run bit for bit."""
     address, env = ray_cluster
     out = tmp_path / "killed"
     run = _cli(["-i", str(many_photos), "-o", str(out), "-m", str(tiny_ir_fp32), *SIZE[:2], "--steps", "6", *SIZE[4:],
@@ -194,7 +194,9 @@ def test_ray_batch_survives_a_killed_worker(ray_cluster, tiny_ir_fp32, many_phot
     assert sorted(p.name for p in out.iterdir()) == sorted(["batch.json", *(f"img{i}.mp4" for i in range(8)),
                                                             *(f"img{i}.mp4.json" for i in range(8))])
     workers = json.loads((out / "batch.json").read_text())["workers"]
-    assert len(workers) >= 3 and any(key.endswith(f":{victim}") for key in workers)  # the restarted actor is a new process
+    assert any(key.endswith(f":{victim}") for key in workers)
+    # Not asserted: a third worker. The restarted actor (a new process) serves only if a row is left for it once it has
+    # loaded the pipeline again; the other actor may finish the batch first (seen once in a full run on the Zen 4).
 
 
 def test_validate_and_reference_on_ray(ray_cluster, tiny_ir_fp32, photos, tmp_path):
