@@ -12,9 +12,10 @@ optimised through the frozen decoder (Adam, FIT_STEPS steps from the encoder's l
 encoder could reach with this decoder -- and how far from the encoder's latent it lies (an encoder reaching it would
 move the latent space the UNet learned that far) -- and the training photos (scikit-image's, whole, resized as the inputs are)
 are reconstructed too, which tells unseen content from detail the VAE cannot keep.
-`--capacity` (CPU, ~9 min a folder) asks whether the decoder's size or the encoder's latents limit it: a copy of the
-decoder is trained on the held-out photos' own encoder latents alone (CAPACITY_STEPS Adam steps on their MSE) and
-decodes them again. A diagnostic only -- that decoder has seen the photos, so it is never a model to ship.
+`--capacity` (CPU, ~9 min a folder): a copy of the decoder is trained on the held-out photos' own encoder latents
+alone (CAPACITY_STEPS Adam steps on their MSE) and decodes them again. An upper bound only: that decoder has seen the
+photos and can store five of them in its weights, so a high score does not show that the latents hold their detail
+(bench/results/mini_vae_plateau.md), and it is never a model to ship.
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ MOSAIC_SHARE = 0.25  # clips whose canvas is a mosaic of four whole photos, unle
 @dataclass(frozen=True)
 class SceneMix:
     """What the clips' backgrounds are: a share `mosaics` mosaics of four whole photos (the rest a third each photo
-    crops, noise textures and patterns), then a share `leaves` of all clips dead-leaves scenes instead. Shares other
-    than the defaults draw more numbers, so only the default mix renders the stream earlier runs trained on."""
+    crops, noise textures and patterns), then a share `leaves` of all clips dead-leaves scenes instead. Both need
+    render_clips' photos (without them every canvas is a texture or a pattern). Shares other than the defaults draw
+    more numbers, so only the default mix renders the stream earlier runs trained on."""
 
     mosaics: float = MOSAIC_SHARE
     leaves: float = 0.0
