@@ -17,6 +17,10 @@
 #                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-mosaics,
 #                                                    --vae-leaves, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
 #                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet
+#   bench/train_mini_gpu.sh split OUT VAE_M M        new latents, then their UNet without waiting for the decoder: NAME's
+#                                                    VAE (all of it) for VAE_M min, then side by side for M min each its
+#                                                    decoder alone (NAME-d: VAE_LR 2e-4, annealed) and its UNet (UNET_FROM
+#                                                    as in resume), joined by bench/mini_merge.py as NAME-m; VAE_POOL as above
 #   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
@@ -70,6 +74,14 @@ vae)
   cp -r "$pick" $cache/mini/v2 && cp -r "${pick/mini/train}" $cache/train/v2 ;;
 resume)
   resume "$3" "$4" ;;
+split)
+  UNET_FROM= resume "$3" 0
+  rm -rf $cache/train/$name-d && cp -r $cache/train/$name $cache/train/$name-d
+  workers=$(( workers / 2 ))
+  name=$name-d VAE_PART=decoder VAE_LR=2e-4 VAE_ANNEAL=1 UNET_FROM= resume "$4" 0 & decoder=$!
+  resume 0 "$4" & unet=$!
+  wait $decoder && wait $unet
+  python3 bench/mini_merge.py $cache/mini/$name $cache/mini/$name-d $cache/mini/$name-m | tee -a "$out/train_$name.log" ;;
 check)
   python3 bench/mini_fp16_check.py $cache/mini/$name "$out/fp16_check_$name.json" > "$out/fp16_check_$name.log" 2>&1
   rm -rf models/mini $cache/refs/$name && mkdir -p $cache/refs/$name && cp -r $cache/mini/$name models/mini

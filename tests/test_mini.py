@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -216,6 +218,43 @@ def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(
                                                   "--init", str(shipped), "--unet-from", str(shipped)])
     assert refused.exit_code == 2 and "--unet-from starts an untrained UNet" in refused.output
     assert "Traceback" not in refused.output and not (tmp_path / "again").exists()
+
+
+def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
+    """bench/mini_merge.py (`train_mini_gpu.sh split`): the UNet of one run, the VAE of a decoder-only run from the same
+    model, one training record; a VAE whose encoder differs is refused before anything is written."""
+    from safetensors.torch import load_file, save_file
+
+    spec = importlib.util.spec_from_file_location("mini_merge", EXAMPLE.parents[1] / "bench" / "mini_merge.py")
+    mini_merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mini_merge)
+    shipped = BUILTIN_MODELS["mini"].folder
+    options = dict(init=shipped, vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, latent_channels=4,
+                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0,
+                   vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None)
+    train_mini(out=tmp_path / "unet", state=tmp_path / "unet_state", vae_minutes=0, unet_minutes=0.01, vae_part="all", **options)
+    train_mini(out=tmp_path / "decoder", state=tmp_path / "decoder_state", vae_minutes=0.01, unet_minutes=0,
+               vae_part="decoder", **options)
+    mini_merge.merge(tmp_path / "unet", tmp_path / "decoder", tmp_path / "merged")
+    merged, unet_run, decoder_run = (load_pipeline(str(tmp_path / name)) for name in ("merged", "unet", "decoder"))
+    assert torch.equal(merged.unet.conv_in.weight, unet_run.unet.conv_in.weight)
+    assert torch.equal(merged.vae.decoder.conv_in.weight, decoder_run.vae.decoder.conv_in.weight)
+    assert not torch.equal(merged.vae.decoder.conv_in.weight, unet_run.vae.decoder.conv_in.weight)
+    record, shipped_record = (json.loads((folder / "training.json").read_text()) for folder in (tmp_path / "merged", shipped))
+    records = [json.loads((tmp_path / name / "training.json").read_text()) for name in ("decoder", "unet")]
+    assert record["steps"] == {"vae": records[0]["steps"]["vae"], "unet": records[1]["steps"]["unet"]}
+    assert record["steps"]["vae"] > shipped_record["steps"]["vae"] and record["steps"]["unet"] > shipped_record["steps"]["unet"]
+    assert record["runs"] == shipped_record["runs"] + records[0]["runs"][-1:] + records[1]["runs"][-1:]
+    assert record["files"]["vae/diffusion_pytorch_model.safetensors"] == records[0]["files"]["vae/diffusion_pytorch_model.safetensors"]
+
+    shutil.copytree(tmp_path / "decoder", tmp_path / "encoder")
+    weights = tmp_path / "encoder" / mini_merge.WEIGHTS
+    tensors = load_file(weights)
+    tensors["encoder.conv_in.bias"] = tensors["encoder.conv_in.bias"] + 1e-2
+    save_file(tensors, weights)
+    with pytest.raises(SystemExit, match="latents are not"):
+        mini_merge.merge(tmp_path / "unet", tmp_path / "encoder", tmp_path / "refused")
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "refused.partial").exists()
 
 
 def test_training_script_only_deepens_the_vae(tmp_path):
