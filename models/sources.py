@@ -158,12 +158,23 @@ def size_multiple(unet_config: dict[str, Any], vae_config: dict[str, Any]) -> in
 
 
 def generation_defaults(source: Source) -> GenerationDefaults:
-    """Default settings: the named model's own, else SVD's (576x1024, 25 steps) with the UNet's frame count; and the
-    size multiple, from the configs (nothing is loaded)."""
+    """Default settings: the named model's own, svd-mini's for a folder that `train_mini` wrote (its training.json
+    says so: SVD's 576x1024 would take such a model minutes a video), else SVD's (576x1024, 25 steps) with the UNet's
+    frame count; and the size multiple, from the configs (nothing is loaded)."""
     unet_config = component_config(source, "unet")
     multiple = size_multiple(unet_config, component_config(source, "vae"))
     if source.kind in ("preset", "builtin"):
         defaults = (PRESETS if source.kind == "preset" else BUILTIN_MODELS)[source.ref].defaults
         return replace(defaults, size_multiple=multiple)
+    if source.kind == "folder" and _trained_mini(Path(source.ref)):
+        return replace(BUILTIN_MODELS["mini"].defaults, size_multiple=multiple)
     return GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
                               num_inference_steps=25, size_multiple=multiple)
+
+
+def _trained_mini(folder: Path) -> bool:
+    record = folder / "training.json"
+    try:
+        return record.is_file() and json.loads(record.read_text()).get("model") == "svd-mini"
+    except (OSError, ValueError, AttributeError):
+        return False

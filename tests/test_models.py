@@ -1,8 +1,10 @@
+import shutil
+
 import pytest
 import torch
 
 from svdtool.errors import SvdtoolError
-from svdtool.models import PRESETS, generation_defaults, load_component, load_pipeline, resolve_source
+from svdtool.models import BUILTIN_MODELS, PRESETS, generation_defaults, load_component, load_pipeline, resolve_source
 
 
 def test_presets_are_labelled_random_weights():
@@ -38,6 +40,16 @@ def test_local_diffusers_folder_round_trip(tiny_torch, tmp_path):
     loaded = load_pipeline(source)
     assert all(torch.equal(p, q) for p, q in zip(loaded.unet.parameters(), tiny_torch.unet.parameters()))
     assert generation_defaults(source).num_frames == tiny_torch.unet.config.num_frames
+
+
+def test_a_folder_train_mini_wrote_defaults_to_svd_minis_size(tmp_path):
+    """A retrained svd-mini (its training.json says so) keeps mini's 128x128; without the record a folder is SVD's."""
+    shutil.copytree(BUILTIN_MODELS["mini"].folder, tmp_path / "retrained")
+    defaults = generation_defaults(resolve_source(str(tmp_path / "retrained")))
+    assert defaults == generation_defaults(resolve_source("mini")) and (defaults.height, defaults.width) == (128, 128)
+    (tmp_path / "retrained" / "training.json").unlink()
+    defaults = generation_defaults(resolve_source(str(tmp_path / "retrained")))
+    assert (defaults.height, defaults.width, defaults.num_frames) == (576, 1024, 8)
 
 
 def test_local_fp16_variant_is_detected(tiny_torch, tmp_path):
