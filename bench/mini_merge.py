@@ -24,7 +24,8 @@ LATENT_SIDE = ("encoder.", "quant_conv.")  # what makes the latents
 
 def merge(unet_folder: Path, decoder_folder: Path, out: Path) -> None:
     unet_vae, decoder_vae = load_file(unet_folder / WEIGHTS), load_file(decoder_folder / WEIGHTS)
-    changed = [key for key in unet_vae if key.startswith(LATENT_SIDE) and not unet_vae[key].equal(decoder_vae[key])]
+    changed = [key for key in unet_vae if key.startswith(LATENT_SIDE)
+               and (key not in decoder_vae or not unet_vae[key].equal(decoder_vae[key]))]
     unet_record, decoder_record = (json.loads((folder / "training.json").read_text()) for folder in (unet_folder, decoder_folder))
     if changed or unet_record["vae_scaling_factor"] != decoder_record["vae_scaling_factor"]:
         sys.exit(f"{decoder_folder}'s latents are not {unet_folder}'s ({len(changed)} encoder tensors differ): "
