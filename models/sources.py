@@ -166,7 +166,7 @@ def generation_defaults(source: Source) -> GenerationDefaults:
     if source.kind in ("preset", "builtin"):
         defaults = (PRESETS if source.kind == "preset" else BUILTIN_MODELS)[source.ref].defaults
         return replace(defaults, size_multiple=multiple)
-    if source.kind == "folder" and _trained_mini(Path(source.ref)):
+    if source.kind == "folder" and _trained_mini(Path(source.location)):
         return replace(BUILTIN_MODELS["mini"].defaults, size_multiple=multiple)
     return GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
                               num_inference_steps=25, size_multiple=multiple)
