@@ -37,6 +37,7 @@ SIZE = 128
 TARGET_PSNR = 26.0
 FIT_STEPS = 150
 CAPACITY_STEPS = 300
+NOISE_DRAWS = 4
 
 
 def held_out_pixels(size: int = SIZE) -> dict[str, torch.Tensor]:
@@ -73,7 +74,9 @@ def minimise_mse(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, pixel
 
 def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> dict[str, float]:
     """PSNR of the decoder's output from the latent that minimises its MSE to `pixels` (from the encoder's), and how far
-    that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations."""
+    that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations. Both
+    latents are also decoded with the posterior's noise added (the mean PSNR of NOISE_DRAWS draws), as training
+    decodes them: a fitted latent that held only while exact would be one the encoder is trained away from."""
     with torch.no_grad():
         posterior = vae.encode(pixels).latent_dist
         encoded = posterior.mode()
@@ -81,7 +84,17 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
     minimise_mse(vae, latent, pixels, [latent], lr=0.02, steps=FIT_STEPS)
     with torch.no_grad():
         shift = latent - encoded
+        generator = torch.Generator(device=pixels.device).manual_seed(0)
+
+        def with_noise(centre: torch.Tensor) -> float:
+            draws = [centre + posterior.std * torch.randn(centre.shape, generator=generator, device=centre.device)
+                     for _ in range(NOISE_DRAWS)]
+            return round(float(np.mean([psnr(vae.decode(z, num_frames=1).sample, pixels) for z in draws])), 2)
+
         return {"psnr_fitted_latent": psnr(vae.decode(latent, num_frames=1).sample, pixels),
+                "psnr_with_posterior_noise": with_noise(encoded),
+                "psnr_fitted_latent_with_posterior_noise": with_noise(latent),
+                "posterior_std_over_latent_std": round(float(posterior.std.mean() / encoded.std()), 3),
                 "fitted_latent_shift": round(float(shift.norm() / encoded.norm()), 3),
                 "fitted_latent_shift_in_posterior_std": round(float((shift / posterior.std).pow(2).mean().sqrt()), 1)}
 
@@ -142,7 +155,9 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
                "mixing": mixing_spectrum(vae), "photos": rows}
     if fit_latents:
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
-        summary["mean_fitted_latent_shift"] = round(float(np.mean([r["fitted_latent_shift"] for r in rows.values()])), 3)
+        for key in ("fitted_latent_shift", "psnr_with_posterior_noise", "psnr_fitted_latent_with_posterior_noise",
+                    "posterior_std_over_latent_std"):
+            summary[f"mean_{key}"] = round(float(np.mean([r[key] for r in rows.values()])), 3)
         summary["training_photos_psnr"] = training_photo_psnr(vae, device)
     if capacity_bound:
         trained = capacity(vae, {name: pixels.to(device) for name, pixels in held_out_pixels().items()})
@@ -191,7 +206,10 @@ def main(argv: list[str]) -> None:
               f"mixing {summary['mixing']}", file=sys.stderr)
         if "mean_psnr_fitted_latent" in summary:
             print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB, {summary['mean_fitted_latent_shift']:.0%} of the "
-                  f"encoder's latent away; training photos {summary['training_photos_psnr']}", file=sys.stderr)
+                  f"encoder's latent away; with the posterior's noise (its std {summary['mean_posterior_std_over_latent_std']:.0%} "
+                  f"of the latents'): encoded {summary['mean_psnr_with_posterior_noise']} dB, fitted "
+                  f"{summary['mean_psnr_fitted_latent_with_posterior_noise']} dB; training photos "
+                  f"{summary['training_photos_psnr']}", file=sys.stderr)
         if "mean_psnr_decoder_trained_on_them" in summary:
             print(f"  a decoder trained on the photos' latents: {summary['mean_psnr_decoder_trained_on_them']} dB", file=sys.stderr)
     if "--json" in options:

@@ -32,6 +32,11 @@
 # tool ends a call's other processes when it returns; this one runs on), start it in its own process session, a
 # few cores per run when two share the host:
 #   NAME=a WORKERS=7 setsid nohup taskset -c 0-7 bench/train_mini_gpu.sh resume bench/.cache/out 7 10 > /dev/null 2>&1 &
+# A later call waits for a file the run leaves, never for `pgrep -f train_mini_gpu.sh`: the waiting call's own command
+# line holds that text, so the loop never ends (it cost a session its checks). Training, checks and packing chained:
+#   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "bench/train_mini_gpu.sh resume $o 0 17
+#     && bench/train_mini_gpu.sh check $o && bench/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
+#   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
