@@ -37,6 +37,8 @@
 #   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "bench/train_mini_gpu.sh resume $o 0 17
 #     && bench/train_mini_gpu.sh check $o && bench/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
 #   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
+# UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch: one UNet run alone kept the H200 about 31 % busy
+# (3.2 steps/s of 64 clips), so a larger batch may cost little time a step.
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
@@ -52,8 +54,8 @@ resume() {  # VAE minutes, UNet minutes
   local from="--state $cache/train/$name"
   [ -f $cache/train/$name/state.pt ] || from="$from --init .mini/${INIT:-v2}"  # a fresh machine: the carried pipeline
   mkdir -p $cache/mini
-  $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch 64 --workers $workers \
-    --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
+  $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch "${UNET_BATCH:-64}" --workers $workers \
+    --vae-batch "${VAE_BATCH:-16}" --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_LEAVES:+--vae-leaves $VAE_LEAVES} ${VAE_ANNEAL:+--vae-anneal} \
     ${UNET_FROM:+--unet-from $UNET_FROM} >> "$out/train_$name.log" 2>&1
@@ -67,7 +69,7 @@ vae)
   for c in $widths; do
     shape=""; [ -f $cache/train/c$c/state.pt ] || shape="${VAE_CHANNELS:+--vae-channels $VAE_CHANNELS}"  # new ones only
     $train --out $cache/mini/c$c --state $cache/train/c$c --latent-channels $c --vae-minutes "$minutes" $shape \
-      --vae-pool "${VAE_POOL:-0}" --workers $(( workers / $(wc -w <<< "$widths") )) >> "$out/train_c$c.log" 2>&1 &
+      --vae-batch "${VAE_BATCH:-16}" --vae-pool "${VAE_POOL:-0}" --workers $(( workers / $(wc -w <<< "$widths") )) >> "$out/train_c$c.log" 2>&1 &
   done
   wait
   folders=$(for c in $widths; do echo $cache/mini/c$c; done)
