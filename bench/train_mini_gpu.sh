@@ -12,9 +12,9 @@
 #                                                    or decoder, as train_mini's --vae-part), then its UNet for UNET_M
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
 #                                                    (INIT: v2; a fresh one); the VAE checked again. VAE_LR (4e-4),
-#                                                    VAE_POOL (0), VAE_LAYERS (deepen INIT's VAE), VAE_MSE (0),
+#                                                    VAE_POOL (0), VAE_LAYERS (deepen INIT's VAE), VAE_MSE (0), VAE_CHROMA (0),
 #                                                    VAE_MOSAICS, VAE_LEAVES and VAE_ANNEAL (set: on) are train_mini's
-#                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-mosaics,
+#                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-chroma, --vae-mosaics,
 #                                                    --vae-leaves, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
 #                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet
 #   bench/train_mini_gpu.sh split OUT VAE_M M        new latents, then their UNet without waiting for the decoder: NAME's
@@ -33,12 +33,14 @@
 # few cores per run when two share the host:
 #   NAME=a WORKERS=7 setsid nohup taskset -c 0-7 bench/train_mini_gpu.sh resume bench/.cache/out 7 10 > /dev/null 2>&1 &
 # A later call waits for a file the run leaves, never for `pgrep -f train_mini_gpu.sh`: the waiting call's own command
-# line holds that text, so the loop never ends (it cost a session its checks). Training, checks and packing chained:
+# line holds that text, so the loop never ends (it cost a session its checks); `pkill -f drv.sh` likewise kills its own
+# call (write `pkill -f "[d]rv.sh"`). Training, checks and packing chained:
 #   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "bench/train_mini_gpu.sh resume $o 0 17
 #     && bench/train_mini_gpu.sh check $o && bench/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
 #   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
-# UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch: one UNet run alone kept the H200 about 31 % busy
-# (3.2 steps/s of 64 clips), so a larger batch may cost little time a step.
+# UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch. A UNet step does not wait on the GPU: on 4 cores
+# 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s; bench/results/mini_unet_batch_h200.json), and
+# 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubles what a minute trains.
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
@@ -56,7 +58,7 @@ resume() {  # VAE minutes, UNet minutes
   mkdir -p $cache/mini
   $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch "${UNET_BATCH:-64}" --workers $workers \
     --vae-batch "${VAE_BATCH:-16}" --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
-    --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" \
+    --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" --vae-chroma "${VAE_CHROMA:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_LEAVES:+--vae-leaves $VAE_LEAVES} ${VAE_ANNEAL:+--vae-anneal} \
     ${UNET_FROM:+--unet-from $UNET_FROM} >> "$out/train_$name.log" 2>&1
   $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"

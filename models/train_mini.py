@@ -122,9 +122,26 @@ def clip_pixels(images: torch.Tensor) -> torch.Tensor:
     return (pixels - mean) / std
 
 
-def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor, mse: float = 0.0) -> torch.Tensor:
-    """L1 + L1 of image gradients (sharpness) + `mse` x MSE (what PSNR measures) + a small KL, decoding each clip with
-    the temporal decoder."""
+# sRGB (D65) -> XYZ, each row divided by the white point's X, Y, Z: what skimage's rgb2lab (validate's colourfulness)
+# computes. Written by hand: a few lines, where kornia's rgb_to_lab would be one more dependency for training.
+RGB_TO_XYZ_WHITE = torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                                 [0.019334, 0.119193, 0.950227]]) / torch.tensor([0.95047, 1.0, 1.08883])[:, None]
+
+
+def lab_chroma(images: torch.Tensor) -> torch.Tensor:
+    """CIELAB chroma (N, H, W) of images in [-1, 1] (N, 3, H, W), differentiable."""
+    rgb = ((images.float() + 1) / 2).clamp(0, 1)
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-6) ** 2.4, rgb / 12.92)
+    xyz = torch.einsum("ij,njhw->nihw", RGB_TO_XYZ_WHITE.to(images.device), linear)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    a, b = 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])
+    return (a ** 2 + b ** 2 + 1e-6).sqrt()
+
+
+def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor, mse: float = 0.0, chroma: float = 0.0) -> torch.Tensor:
+    """L1 + L1 of image gradients (sharpness) + `mse` x MSE (what PSNR measures) + `chroma` x L1 of the Lab chroma
+    (/100) averaged over 8x8 px (detail the decoder cannot draw still keeps its colourfulness, where L1 alone
+    settles for the greyer mean) + a small KL, decoding each clip with the temporal decoder."""
     batch, num_frames = frames.shape[:2]
     images = frames.flatten(0, 1)
     posterior = vae.encode(images).latent_dist
@@ -134,6 +151,9 @@ def vae_loss(vae: AutoencoderKLTemporalDecoder, frames: torch.Tensor, mse: float
         loss = loss + 0.5 * F.l1_loss(decoded.diff(dim=dim), images.diff(dim=dim))
     if mse:
         loss = loss + mse * F.mse_loss(decoded, images)
+    if chroma:
+        local = [F.avg_pool2d(lab_chroma(x)[:, None], 8) for x in (decoded, images)]
+        loss = loss + chroma / 100 * F.l1_loss(*local)
     return loss + 1e-6 * posterior.kl().mean()
 
 
@@ -257,6 +277,8 @@ def main(
     vae_lr: float = typer.Option(4e-4),
     vae_anneal: bool = typer.Option(False, help="decay the VAE's learning rate linearly to 0 over --vae-minutes"),
     vae_mse: float = typer.Option(0.0, min=0.0, help="weight of an MSE term added to the VAE's L1 loss"),
+    vae_chroma: float = typer.Option(0.0, min=0.0, help="weight of a term added to the VAE's L1 loss: L1 of the Lab "
+                                     "chroma over 8x8 px, /100 (colourfulness kept where detail is not)"),
     vae_mosaics: float = typer.Option(MOSAIC_SHARE, min=0.0, max=1.0, help="share of the VAE's clips showing four "
                                       "whole photos, at the detail density of the pipeline's inputs"),
     vae_leaves: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the VAE's clips showing dead-leaves scenes "
@@ -342,7 +364,7 @@ def main(
                    else clip_batches(vae_batch, seed, device, workers, motion, mix))
         batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
         first = steps["vae"]
-        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop), vae_mse), parameters, optimizer, None,
+        _train(lambda b: vae_loss(vae, crop_tiles(b[0], vae_crop), vae_mse, vae_chroma), parameters, optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast, anneal=vae_anneal)
         runs.append(f"VAE {VAE_PARTS[vae_part]}: {first:,} -> {steps['vae']:,} "
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
@@ -350,6 +372,7 @@ def main(
                     f"{f', mosaics {vae_mosaics:g}' if vae_mosaics != MOSAIC_SHARE else ''}"
                     f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}"
                     f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
+                    f"{f', loss + {vae_chroma:g} x local Lab chroma L1' if vae_chroma else ''}"
                     f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, render_clips, to_uint8
 from svdtool.models.train_mini import app as train_mini_app
-from svdtool.models.train_mini import grow_vae
+from svdtool.models.train_mini import grow_vae, lab_chroma
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
@@ -130,7 +130,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     # the first call grows the VAE one resnet deeper per block and draws its VAE batches from clips rendered once
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
                vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
-               vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0,
+               vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0, vae_chroma=1.0,
                vae_mosaics=0.75, vae_leaves=0.5, vae_channels=None, unet_from=None)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
@@ -146,7 +146,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     # encoder-only training keeps the decoder and the scaling factor
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
                unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
-               workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_mosaics=MOSAIC_SHARE,
+               workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_chroma=0.0, vae_mosaics=MOSAIC_SHARE,
                vae_leaves=0.0, vae_channels=None, unet_from=None)
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
@@ -158,8 +158,9 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
     assert "(from 2 clips rendered once)" in record["runs"][-4] and "3 layers per block (grown from 2)" in record["runs"][-4]
-    assert "mosaics 0.75, dead leaves 0.5, lr decayed linearly to 0, loss + 1 x MSE" in record["runs"][-4]
+    assert "mosaics 0.75, dead leaves 0.5, lr decayed linearly to 0, loss + 1 x MSE, loss + 1 x local Lab chroma L1" in record["runs"][-4]
     assert "mosaics" not in record["runs"][-2] and "leaves" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
+    assert "chroma" not in record["runs"][-2]
     assert record["runs"][-1].endswith("motion=zoom")
 
 
@@ -179,6 +180,17 @@ def test_grown_vae_computes_what_the_saved_one_did():
         assert torch.allclose(grown.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-6)
     assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in shipped.parameters())
 
+
+
+def test_training_chroma_is_the_colourfulness_validate_measures():
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2  # some out of range
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    chroma = lab_chroma(images.requires_grad_(True))
+    assert chroma.shape == (2, 16, 16)
+    assert chroma.mean().item() == pytest.approx(colourfulness(pixels), rel=1e-4)
+    chroma.mean().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    assert lab_chroma(torch.zeros(1, 3, 4, 4)).max() < 1e-2  # grey has no chroma
 
 @pytest.mark.parametrize("option", [["--vae-channels", "96,192,192"], ["--vae-channels", "96,192,192,200"],
                                     ["--vae-channels", "96,192,192,192", "--init", "models/mini"]])
@@ -230,7 +242,7 @@ def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
     spec.loader.exec_module(mini_merge)
     shipped = BUILTIN_MODELS["mini"].folder
     options = dict(init=shipped, vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, latent_channels=4,
-                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0,
+                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0,
                    vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None)
     train_mini(out=tmp_path / "unet", state=tmp_path / "unet_state", vae_minutes=0, unet_minutes=0.01, vae_part="all", **options)
     train_mini(out=tmp_path / "decoder", state=tmp_path / "decoder_state", vae_minutes=0.01, unet_minutes=0,
@@ -280,3 +292,19 @@ def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypat
         (folder / MANIFEST_NAME).write_text(json.dumps({"source": recorded}))
         assert named_model_ir("mini") == folder and len(exports) == exported
     assert exports[-1] == ("mini", {"overwrite": True, "cache_branches": ()})
+
+
+def test_colour_in_view_tells_a_zoom_from_a_colour_drift():
+    """bench/mini_goals.py's colour-over-time beside the issue's: a perfect zoom into chelsea's colourful centre raises
+    the frames' colourfulness against the whole photo's, not against what the camera shows; a fading colour does both."""
+    spec = importlib.util.spec_from_file_location("mini_goals", EXAMPLE.parents[1] / "bench" / "mini_goals.py")
+    mini_goals = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mini_goals)
+    photo = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((128, 128), Image.LANCZOS))
+    zoom = mini_goals.zoomed(photo, mean_flow=2.0, frames=8)
+    against_photo = [colourfulness(frame[None]) / colourfulness(photo[None]) for frame in zoom]
+    assert mini_goals.worst(against_photo) > 1.1
+    assert abs(mini_goals.worst(mini_goals.colour_in_view(zoom, photo)) - 1) < 0.02
+    grey = zoom.mean(axis=-1, keepdims=True)
+    fading = np.stack([g + (1 - 0.06 * t) * (f - g) for t, (f, g) in enumerate(zip(zoom.astype(float), grey))])
+    assert mini_goals.worst(mini_goals.colour_in_view(fading.round().astype(np.uint8), photo)) < 0.7
