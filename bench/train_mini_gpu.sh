@@ -38,9 +38,10 @@
 #   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "bench/train_mini_gpu.sh resume $o 0 17
 #     && bench/train_mini_gpu.sh check $o && bench/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
 #   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
-# UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch. A UNet step does not wait on the GPU: on 4 cores
-# 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s; bench/results/mini_unet_batch_h200.json), and
-# 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubles what a minute trains.
+# UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch (bench/results/mini_train_batch_h200.json). A
+# UNet step does not wait on the GPU: on 4 cores 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s), and
+# 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubles what a minute trains. A VAE step
+# does: 16 and 32 clips ran 4.2 and 2.2 steps/s (67 vs 70 clips/s), so only time buys the VAE more samples.
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
