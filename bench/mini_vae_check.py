@@ -2,6 +2,7 @@
 values of the temporal decoder's last colour-mixing layer (where v1 lost its colour).
 
 python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents] [--capacity]
+    [--tiles]
 
 Each FOLDER is a diffusers SVD pipeline folder (or its `vae/`). Held-out photos (bench/heldout/, none of them in
 the training data): chelsea and coffee (scikit-image), china and flower (scikit-learn, CC BY 2.0) and grace_hopper
@@ -16,6 +17,7 @@ are reconstructed too, which tells unseen content from detail the VAE cannot kee
 alone (CAPACITY_STEPS Adam steps on their MSE) and decodes them again. An upper bound only: that decoder has seen the
 photos and can store five of them in its weights, so a high score does not show that the latents hold their detail
 (bench/results/mini_vae_plateau.md), and it is never a model to ship.
+`--tiles`: each photo also reconstructed as four 64 px tiles, each encoded and decoded alone, as training shows them.
 """
 
 from __future__ import annotations
@@ -122,6 +124,19 @@ def training_photo_psnr(vae: AutoencoderKLTemporalDecoder, device: str) -> dict[
                 for name, photo in zip(TRAIN_PHOTOS, photos)}
 
 
+def tiled_reconstruction(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Each size x size tile encoded and decoded on its own and stitched: the frames as training shows them to the VAE
+    (`train_mini --vae-crop`), so that PSNR whole against tiled tells whether its mid-block attention, trained on 8x8
+    latents, loses anything on a whole frame's 16x16."""
+    decoded = torch.empty_like(pixels)
+    with torch.no_grad():
+        for top in range(0, pixels.shape[-2], size):
+            for left in range(0, pixels.shape[-1], size):
+                tile = pixels[..., top:top + size, left:left + size]
+                decoded[..., top:top + size, left:left + size] = vae.decode(vae.encode(tile).latent_dist.mode(), num_frames=1).sample
+    return decoded
+
+
 def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
     """Singular values of the decoder's last layer summed over its 3 frame taps (a still video's colour matrix)."""
     matrix = vae.decoder.time_conv_out.weight.detach().float().cpu().sum(dim=(2, 3, 4))
@@ -129,7 +144,8 @@ def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
     return {"singular_values": values.round(decimals=3).tolist(), "weakest_rgb_direction": left[:, -1].round(decimals=3).tolist()}
 
 
-def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: bool = False,
+          tiles: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     from svdtool.validate.metrics import colourfulness, psnr_per_frame
 
     vae = load_vae(folder, device).requires_grad_(False)
@@ -147,12 +163,16 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
         }
         if fit_latents:
             rows[name].update(fitted_latent(vae, pixels))
+        if tiles:
+            rows[name]["psnr_tiled_64"] = psnr(tiled_reconstruction(vae, pixels), pixels)
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
                "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
                "min_colourfulness_ratio": min(r["colourfulness_ratio"] for r in rows.values()),
                "max_colourfulness_ratio": max(r["colourfulness_ratio"] for r in rows.values()),
                "mixing": mixing_spectrum(vae), "photos": rows}
+    if tiles:
+        summary["mean_psnr_tiled_64"] = round(float(np.mean([r["psnr_tiled_64"] for r in rows.values()])), 2)
     if fit_latents:
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
         for key in ("fitted_latent_shift", "psnr_with_posterior_noise", "psnr_fitted_latent_with_posterior_noise",
@@ -199,7 +219,7 @@ def main(argv: list[str]) -> None:
     for folder in folders:
         if not ((folder / "vae" / "config.json").is_file() or (folder / "config.json").is_file()):
             sys.exit(f"{folder} is neither an SVD pipeline folder nor its vae/ (no vae/config.json or config.json)")
-    results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv) for folder in folders]
+    results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv, "--tiles" in argv) for folder in folders]
     for summary, _ in results:
         print(f"{summary['folder']}: {summary['latent_channels']} latent channels, {summary['parameters_m']} M, "
               f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
@@ -210,6 +230,8 @@ def main(argv: list[str]) -> None:
                   f"of the latents'): encoded {summary['mean_psnr_with_posterior_noise']} dB, fitted "
                   f"{summary['mean_psnr_fitted_latent_with_posterior_noise']} dB; training photos "
                   f"{summary['training_photos_psnr']}", file=sys.stderr)
+        if "mean_psnr_tiled_64" in summary:
+            print(f"  as 64 px tiles stitched: {summary['mean_psnr_tiled_64']} dB", file=sys.stderr)
         if "mean_psnr_decoder_trained_on_them" in summary:
             print(f"  a decoder trained on the photos' latents: {summary['mean_psnr_decoder_trained_on_them']} dB", file=sys.stderr)
     if "--json" in options:

@@ -16,7 +16,9 @@
 #                                                    VAE_MOSAICS, VAE_LEAVES and VAE_ANNEAL (set: on) are train_mini's
 #                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-chroma, --vae-mosaics,
 #                                                    --vae-leaves, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
-#                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet
+#                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet;
+#                                                    VAE_CROP (64: tiles; 128: whole frames) and COMPILE (unset: eager;
+#                                                    default or reduce-overhead) are --vae-crop and --compile
 #   bench/train_mini_gpu.sh split OUT VAE_M M        new latents, then their UNet without waiting for the decoder: NAME's
 #                                                    VAE (all of it) for VAE_M min, then side by side for M min each its
 #                                                    decoder alone (NAME-d: VAE_LR 2e-4, annealed) and its UNet (UNET_FROM
@@ -24,6 +26,7 @@
 #   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
+#   bench/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (bench/train_speed.py)
 #   bench/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
 # Carry .whl-core (diffusers and importlib_metadata for the host's Python 3.12; bench/device_env.sh): training, the
@@ -42,6 +45,11 @@
 # UNet step does not wait on the GPU: on 4 cores 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s), and
 # 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubles what a minute trains. A VAE step
 # does: 16 and 32 clips ran 4.2 and 2.2 steps/s (67 vs 70 clips/s), so only time buys the VAE more samples.
+# COMPILE=default buys both more (`speed`, bench/results/mini_train_speed_h200.json, with the fused AdamW and foreach EMA
+# that every run now uses): the VAE 4.18 -> 6.53 steps/s, the UNet at 128 clips 3.04 -> 4.91 (eager at 64: 3.68). Its
+# price is each call's first step (VAE 103 s, UNet 251 s), so it pays in runs of several minutes. `speed` itself runs
+# about 13 minutes, mostly compiling: start it as a job, as the training (a call that ran it in the foreground ended
+# before it did and returned nothing).
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
@@ -61,7 +69,7 @@ resume() {  # VAE minutes, UNet minutes
     --vae-batch "${VAE_BATCH:-16}" --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" --vae-chroma "${VAE_CHROMA:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_LEAVES:+--vae-leaves $VAE_LEAVES} ${VAE_ANNEAL:+--vae-anneal} \
-    ${UNET_FROM:+--unet-from $UNET_FROM} >> "$out/train_$name.log" 2>&1
+    ${UNET_FROM:+--unet-from $UNET_FROM} ${VAE_CROP:+--vae-crop $VAE_CROP} ${COMPILE:+--compile $COMPILE} >> "$out/train_$name.log" 2>&1
   $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 
@@ -99,6 +107,8 @@ check)
     python3 -m svdtool.cli reference mini --images examples -o $cache/refs/$name/ref-mini-$dtype --device cuda --dtype $dtype
   done >> "$out/fp16_check_$name.log" 2>&1
   tar -C $cache/refs/$name -cf "$out/references_$name.tar" . ;;
+speed)
+  python3 bench/train_speed.py --json "$out/train_speed.json" > "$out/train_speed.log" 2>&1 ;;
 pack)
   tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 esac
