@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import typer
+from diffusers.training_utils import EMAModel
 
 from svdtool.models.scenes import CLIP_SIZE
 from svdtool.models.train_mini import _train, build_models, compiled, optimizer_for, unet_loss, vae_loss
@@ -30,7 +31,8 @@ CASES = [  # stage, clips a step, compile mode
 ]
 
 
-def vae_case(models: dict, clips: int, mode: str | None, device: str):
+def vae_case(models: dict, clips: int, mode: str | None, device: str) -> tuple:
+    """(step, parameters, optimizer, EMA, batch) for `_train`, as train_mini's VAE stage builds them."""
     vae = models["vae"].train().requires_grad_(True)
     step = compiled(functools.partial(vae_loss, vae), mode)
     frames = torch.rand(clips, FRAMES, 3, CLIP_SIZE, CLIP_SIZE, device=device) * 2 - 1
@@ -38,9 +40,8 @@ def vae_case(models: dict, clips: int, mode: str | None, device: str):
     return (lambda b: step(crop_tiles(b[0], 64))), parameters, optimizer_for(parameters, 4e-4, 0.0, device), None, (frames, None)
 
 
-def unet_case(models: dict, clips: int, mode: str | None, device: str):
-    from diffusers.training_utils import EMAModel
-
+def unet_case(models: dict, clips: int, mode: str | None, device: str) -> tuple:
+    """The same for its UNet stage."""
     unet, encoder = models["unet"].train().requires_grad_(True), models["image_encoder"].train().requires_grad_(True)
     channels, size = unet.config.out_channels, unet.config.sample_size
     batch = LatentPool(torch.randn(clips, FRAMES, channels, size, size, device=device),
