@@ -57,6 +57,12 @@ def load_vae(folder: Path, device: str) -> AutoencoderKLTemporalDecoder:
     return AutoencoderKLTemporalDecoder.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
 
 
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> torch.Tensor:
+    """`pixels` (N, 3, H, W) encoded to the posterior's mode and decoded as still frames."""
+    return vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=1).sample
+
+
 def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
     from svdtool.validate.metrics import psnr_per_frame
 
@@ -119,9 +125,7 @@ def training_photo_psnr(vae: AutoencoderKLTemporalDecoder, device: str) -> dict[
     from svdtool.models.scenes import TRAIN_PHOTOS, photo_bank
 
     photos = torch.nn.functional.interpolate(photo_bank(), size=(SIZE, SIZE), mode="bilinear", antialias=True).to(device)
-    with torch.no_grad():
-        return {name: psnr(vae.decode(vae.encode(photo[None]).latent_dist.mode(), num_frames=1).sample, photo[None])
-                for name, photo in zip(TRAIN_PHOTOS, photos)}
+    return {name: psnr(reconstruct(vae, photo[None]), photo[None]) for name, photo in zip(TRAIN_PHOTOS, photos)}
 
 
 def tiled_reconstruction(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor, size: int = 64) -> torch.Tensor:
@@ -129,11 +133,9 @@ def tiled_reconstruction(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor
     (`train_mini --vae-crop`), so that PSNR whole against tiled tells whether its mid-block attention, trained on 8x8
     latents, loses anything on a whole frame's 16x16."""
     decoded = torch.empty_like(pixels)
-    with torch.no_grad():
-        for top in range(0, pixels.shape[-2], size):
-            for left in range(0, pixels.shape[-1], size):
-                tile = pixels[..., top:top + size, left:left + size]
-                decoded[..., top:top + size, left:left + size] = vae.decode(vae.encode(tile).latent_dist.mode(), num_frames=1).sample
+    for top in range(0, pixels.shape[-2], size):
+        for left in range(0, pixels.shape[-1], size):
+            decoded[..., top:top + size, left:left + size] = reconstruct(vae, pixels[..., top:top + size, left:left + size])
     return decoded
 
 
@@ -152,8 +154,7 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
     rows, reconstructions = {}, {}
     for name, pixels in held_out_pixels().items():
         pixels = pixels.to(device)
-        with torch.no_grad():
-            decoded = vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=1).sample
+        decoded = reconstruct(vae, pixels)
         original, rebuilt = to_uint8(pixels), to_uint8(decoded)
         reconstructions[name] = rebuilt
         rows[name] = {

@@ -23,7 +23,7 @@ from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionM
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
-from mini_vae_check import held_out_pixels, mixing_spectrum, to_uint8  # noqa: E402
+from mini_vae_check import held_out_pixels, mixing_spectrum, reconstruct, to_uint8  # noqa: E402
 
 from svdtool.models.scenes import photo_bank, render_clips  # noqa: E402
 from svdtool.models.train_mini import MINI_UNET, identity_time_mixing, vae_loss  # noqa: E402
@@ -61,7 +61,7 @@ def train(vae: AutoencoderKLTemporalDecoder, steps: int) -> dict:
     psnr, kept = [], []
     with torch.no_grad():
         for pixels in held_out_pixels(SIZE).values():
-            rebuilt, original = to_uint8(vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=1).sample), to_uint8(pixels)
+            rebuilt, original = to_uint8(reconstruct(vae, pixels)), to_uint8(pixels)
             psnr.append(float(psnr_per_frame(rebuilt[None], original[None])[0]))
             kept.append(colourfulness(rebuilt) / colourfulness(original))
     return {"final_loss": round(float(loss), 4), "psnr": round(float(np.mean(psnr)), 2), "colourfulness_kept": round(float(np.mean(kept)), 3),

@@ -43,13 +43,13 @@
 #   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
 # UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch (bench/results/mini_train_batch_h200.json). A
 # UNet step does not wait on the GPU: on 4 cores 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s), and
-# 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubles what a minute trains. A VAE step
+# 256 stops with a CUDA invalid-argument error in attention: UNET_BATCH=128 doubled what a minute trained. A VAE step
 # does: 16 and 32 clips ran 4.2 and 2.2 steps/s (67 vs 70 clips/s), so only time buys the VAE more samples.
 # COMPILE=default buys both more (`speed`, bench/results/mini_train_speed_h200.json, with the fused AdamW and foreach EMA
-# that every run now uses): the VAE 4.18 -> 6.53 steps/s, the UNet at 128 clips 3.04 -> 4.91 (eager at 64: 3.68). Its
-# price is each call's first step (VAE 103 s, UNet 251 s), so it pays in runs of several minutes. `speed` itself runs
-# about 13 minutes, mostly compiling: start it as a job, as the training (a call that ran it in the foreground ended
-# before it did and returned nothing).
+# that every run now uses): the VAE 4.18 -> 6.53 steps/s, the UNet at 128 clips 3.04 -> 4.91 (eager at 64: 3.68, so
+# 128 clips now train 1.65x the clips of 64, not 2x). Its price is each call's first step (VAE 103 s, UNet 251 s), so
+# it pays in runs of several minutes. `speed` itself runs about 13 minutes, mostly compiling: start it as a job, as
+# the training (a call that ran it in the foreground ended before it did and returned nothing).
 # MOTION (zoom) and LR (4e-4) are the UNet stage's --motion and --lr: svd-mini v2's UNet run 10,475 -> 13,356 steps
 # was `resume` with these from the random-motion model, as `train_mini --init` of a carried folder.
 set -euo pipefail
