@@ -290,6 +290,7 @@ def main(
     lr: float = typer.Option(2e-4, help="UNet and image encoder learning rate"),
     vae_lr: float = typer.Option(4e-4),
     vae_anneal: bool = typer.Option(False, help="decay the VAE's learning rate linearly to 0 over --vae-minutes"),
+    unet_anneal: bool = typer.Option(False, help="decay the UNet's learning rate linearly to 0 over --unet-minutes"),
     vae_mse: float = typer.Option(0.0, min=0.0, help="weight of an MSE term added to the VAE's L1 loss"),
     vae_chroma: float = typer.Option(0.0, min=0.0, help="weight of a term added to the VAE's L1 loss: L1 of the Lab "
                                      "chroma over 8x8 px, /100 (colourfulness kept where detail is not)"),
@@ -433,11 +434,12 @@ def main(
         generator = torch.Generator(device).manual_seed(steps["unet"])
         batches = iter(lambda: pool.sample(unet_batch, generator), None)
         _train(compiled(functools.partial(unet_loss, models), compile_mode),
-               parameters, optimizer, ema, batches, unet_minutes, "unet", steps, log, autocast, list(unet.parameters()))
+               parameters, optimizer, ema, batches, unet_minutes, "unet", steps, log, autocast, list(unet.parameters()),
+               anneal=unet_anneal)
         unet.eval()
         encoder.eval()
         runs.append(f"UNet + image encoder: {first:,} -> {steps['unet']:,} steps at lr {lr:g}, {unet_batch} clips a step "
-                    f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}")
+                    f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}{', lr decayed linearly to 0' if unet_anneal else ''}")
         unet_optimizer_state = optimizer.state_dict()
     elif saved and "ema" in saved:
         ema = EMAModel(models["unet"].parameters(), decay=0.999)
@@ -466,14 +468,16 @@ def save_state(checkpoint: Path, models: dict, log: list, steps: dict, scaling_f
 
 def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase: str, steps: dict, log: list, autocast,
            ema_parameters=None, anneal: bool = False) -> None:
-    """Optimise until the time budget is spent (`anneal`: the learning rate decays linearly to 0 over it, after the
-    warm-up); log the mean loss every 25 steps."""
+    """Optimise until the time budget is spent (`anneal`: the learning rate decays linearly to 0 over what the first
+    step, which compiles under --compile, leaves of it); log the mean loss every 25 steps."""
     parameters = list(parameters)
     start, window = time.time(), []
+    end, settled = start + minutes * 60, None  # settled: when the first step ended
     warmup = 200
     first = steps[phase]
-    while (elapsed := time.time() - start) < minutes * 60:
-        scale = min(1.0, (steps[phase] - first + 1) / warmup, 1 - elapsed / (minutes * 60) if anneal else 1.0)
+    while (now := time.time()) < end:
+        remaining = 1 - (now - settled) / (end - settled) if anneal and settled is not None else 1.0
+        scale = min(1.0, (steps[phase] - first + 1) / warmup, remaining)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * scale
@@ -486,6 +490,7 @@ def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase
         if ema is not None:
             ema.step(ema_parameters)
         steps[phase] += 1
+        settled = settled or time.time()
         window.append(float(loss.detach()))
         if steps[phase] % 25 == 0:
             row = {"phase": phase, "step": steps[phase], "loss": sum(window) / len(window), "seconds": round(time.time() - start, 1)}

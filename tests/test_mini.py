@@ -131,7 +131,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
                vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
                vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0, vae_chroma=1.0,
-               vae_mosaics=0.75, vae_leaves=0.5, vae_channels=None, unet_from=None, compile_mode=None)
+               unet_anneal=True, vae_mosaics=0.75, vae_leaves=0.5, vae_channels=None, unet_from=None, compile_mode=None)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
     assert trained.vae.config.layers_per_block == shipped.vae.config.layers_per_block + 1
@@ -147,7 +147,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
                unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
                workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_chroma=0.0, vae_mosaics=MOSAIC_SHARE,
-               vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
+               unet_anneal=False, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
     assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
@@ -161,7 +161,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert "mosaics 0.75, dead leaves 0.5, lr decayed linearly to 0, loss + 1 x MSE, loss + 1 x local Lab chroma L1" in record["runs"][-4]
     assert "mosaics" not in record["runs"][-2] and "leaves" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
     assert "chroma" not in record["runs"][-2]
-    assert record["runs"][-1].endswith("motion=zoom")
+    assert record["runs"][-3].endswith("motion=zoom, lr decayed linearly to 0") and record["runs"][-1].endswith("motion=zoom")
 
 
 @pytest.mark.parametrize("option", [["--motion", "pan"], ["--vae-part", "both"], ["--compile", "max"]])
@@ -242,7 +242,7 @@ def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
     spec.loader.exec_module(mini_merge)
     shipped = BUILTIN_MODELS["mini"].folder
     options = dict(init=shipped, vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, latent_channels=4,
-                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0,
+                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0, unet_anneal=False,
                    vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
     train_mini(out=tmp_path / "unet", state=tmp_path / "unet_state", vae_minutes=0, unet_minutes=0.01, vae_part="all", **options)
     train_mini(out=tmp_path / "decoder", state=tmp_path / "decoder_state", vae_minutes=0.01, unet_minutes=0,
