@@ -106,7 +106,8 @@ def colour_against_input(frames: np.ndarray, source: np.ndarray) -> list[float]:
 def colour_in_view(frames: np.ndarray, source: np.ndarray, motions: list[np.ndarray] | None = None) -> list[float]:
     """Each frame's colourfulness against that of the input as the frame's camera shows it: the input moved by the
     camera motion from frame 0 to the frame (`motions`, else fitted here). A zoom into a photo's colourful centre
-    raises the frames' colourfulness against the whole input's without any colour drifting; against the view it does not."""
+    raises the frames' colourfulness against the whole input's without any colour drifting; against the view it does
+    not."""
     import cv2
 
     height, width = frames.shape[1:3]
@@ -149,7 +150,8 @@ def ceiling() -> dict:
     motions = {name: camera_motions(clip) for name, clip in clips.items()}
     camera = {name: round(camera_warped_ssim(clip, motions[name][-1]), 3) for name, clip in clips.items()}
     colour = {name: round(worst(colour_against_input(clip, sources[name])), 3) for name, clip in clips.items()}
-    in_view = {name: round(worst(colour_in_view(clip, sources[name], motions[name])), 3) for name, clip in clips.items()}
+    in_view = {name: round(worst(colour_in_view(clip, sources[name], motions[name])), 3)
+               for name, clip in clips.items()}
     return {"mean_flow_px_per_frame": round(flow, 3), "photos": photos, "mean": round(float(np.mean(list(photos.values()))), 3),
             "camera_photos": camera, "camera_mean": round(float(np.mean(list(camera.values()))), 3),
             "colour_photos": colour, "colour_worst": worst(colour.values()),
