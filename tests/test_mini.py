@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, render_clips, to_uint8
 from svdtool.models.train_mini import app as train_mini_app
-from svdtool.models.train_mini import grow_vae, lab_chroma
+from svdtool.models.train_mini import _train, grow_vae, lab_chroma
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
@@ -123,6 +123,29 @@ def test_zoom_scenes_zoom_in_on_the_centre():
     assert (centre[:, -1] - centre[:, 0]).abs().mean() < 0.25 * (clips.frames[moving][:, -1] - clips.frames[moving][:, 0]).abs().mean()
     detail = clips.frames[moving].diff(dim=-1).abs().mean(dim=(2, 3, 4))  # (clips, frames)
     assert bool((detail[:, -1] < detail[:, 0]).all())
+
+
+def test_anneal_starts_its_clock_after_the_first_step():
+    """The learning rate decays linearly to 0 over what the first step (which compiles under --compile; here a 1.5 s
+    sleep) leaves of the budget, not over the whole budget: right after the 200 warm-up steps it is still near full."""
+    import contextlib
+    import time
+
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    rates = []
+
+    def step_loss(batch: torch.Tensor) -> torch.Tensor:
+        if not rates:
+            time.sleep(1.5)
+        rates.append(optimizer.param_groups[0]["lr"])
+        return (weight * batch).sum() * 0.0
+
+    _train(step_loss, [weight], optimizer, None, iter(lambda: torch.ones(1), None), 4 / 60, "unet", {"unet": 0}, [],
+           contextlib.nullcontext(), anneal=True)
+    assert len(rates) > 400, len(rates)
+    # an anneal over the whole 4 s would be at 0.6 by step 200
+    assert rates[200] > 0.8 and rates[-1] < 0.1, (rates[200], rates[-1])
 
 
 def test_training_script_resumes_from_the_shipped_model(tmp_path):
