@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 import typer
-from diffusers.training_utils import EMAModel
 
 from svdtool.models.scenes import CLIP_SIZE
-from svdtool.models.train_mini import _train, build_models, compiled, optimizer_for, unet_loss, vae_loss
-from svdtool.models.training_data import FRAMES, LatentPool, crop_tiles
+from svdtool.models.train_mini import _train, build_models, compiled, ema_for, optimizer_for, unet_loss, vae_step
+from svdtool.models.training_data import FRAMES, LatentPool
 
 CASES = [  # stage, clips a step, compile mode
     ("vae", 16, None), ("vae", 16, "default"),
@@ -34,10 +33,9 @@ CASES = [  # stage, clips a step, compile mode
 def vae_case(models: dict, clips: int, mode: str | None, device: str) -> tuple:
     """(step, parameters, optimizer, EMA, batch) for `_train`, as train_mini's VAE stage builds them."""
     vae = models["vae"].train().requires_grad_(True)
-    step = compiled(functools.partial(vae_loss, vae), mode)
     frames = torch.rand(clips, FRAMES, 3, CLIP_SIZE, CLIP_SIZE, device=device) * 2 - 1
     parameters = list(vae.parameters())
-    return (lambda b: step(crop_tiles(b[0], 64))), parameters, optimizer_for(parameters, 4e-4, 0.0, device), None, (frames, None)
+    return vae_step(vae, 64, mode), parameters, optimizer_for(parameters, 4e-4, 0.0, device), None, (frames, None)
 
 
 def unet_case(models: dict, clips: int, mode: str | None, device: str) -> tuple:
@@ -49,7 +47,7 @@ def unet_case(models: dict, clips: int, mode: str | None, device: str) -> tuple:
                        torch.rand(clips, 3, CLIP_SIZE, CLIP_SIZE, device=device) * 2 - 1,
                        torch.randint(1, 256, (clips,), device=device))
     parameters = list(unet.parameters()) + list(encoder.parameters())
-    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75, foreach=True)
+    ema = ema_for(unet.parameters())
     return compiled(functools.partial(unet_loss, models), mode), parameters, optimizer_for(parameters, 2e-4, 0.01, device), ema, batch
 
 

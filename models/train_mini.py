@@ -171,6 +171,17 @@ def optimizer_for(parameters, lr: float, weight_decay: float, device: str) -> to
     return torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=device == "cuda")
 
 
+def ema_for(parameters) -> EMAModel:
+    """The UNet's EMA as its stage trains it (diffusers' EMAModel, one foreach update over all tensors)."""
+    return EMAModel(parameters, decay=0.999, use_ema_warmup=True, power=0.75, foreach=True)
+
+
+def vae_step(vae: AutoencoderKLTemporalDecoder, crop: int, compile_mode: str | None, mse: float = 0.0, chroma: float = 0.0):
+    """The VAE stage's loss on a batch of rendered clips (`(frames, buckets)`), each cut into `crop` px tiles."""
+    loss = compiled(functools.partial(vae_loss, vae, mse=mse, chroma=chroma), compile_mode)
+    return lambda batch: loss(crop_tiles(batch[0], crop))
+
+
 def unet_loss(models: dict, batch: LatentPool) -> torch.Tensor:
     """SVD's denoising loss, EDM-weighted, on one batch of encoded clips."""
     unet, image_encoder = models["unet"], models["image_encoder"]
@@ -383,8 +394,7 @@ def main(
                    else clip_batches(vae_batch, seed, device, workers, motion, mix))
         batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
         first = steps["vae"]
-        vae_step = compiled(functools.partial(vae_loss, vae, mse=vae_mse, chroma=vae_chroma), compile_mode)
-        _train(lambda b: vae_step(crop_tiles(b[0], vae_crop)), parameters, optimizer, None,
+        _train(vae_step(vae, vae_crop, compile_mode, vae_mse, vae_chroma), parameters, optimizer, None,
                batches, vae_minutes, "vae", steps, log, autocast, anneal=vae_anneal)
         runs.append(f"VAE {VAE_PARTS[vae_part]}: {first:,} -> {steps['vae']:,} "
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
@@ -420,7 +430,7 @@ def main(
         unet, encoder = models["unet"].train().requires_grad_(True), models["image_encoder"].train().requires_grad_(True)
         parameters = list(unet.parameters()) + list(encoder.parameters())
         optimizer = optimizer_for(parameters, lr, 0.01, device)
-        ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75, foreach=True)
+        ema = ema_for(unet.parameters())
         if saved and "unet_optimizer" in saved:
             optimizer.load_state_dict(saved["unet_optimizer"])
             ema.load_state_dict(saved["ema"])
@@ -442,7 +452,7 @@ def main(
                     f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}{', lr decayed linearly to 0' if unet_anneal else ''}")
         unet_optimizer_state = optimizer.state_dict()
     elif saved and "ema" in saved:
-        ema = EMAModel(models["unet"].parameters(), decay=0.999)
+        ema = ema_for(models["unet"].parameters())
         ema.load_state_dict(saved["ema"])
 
     save_state(checkpoint, models, log, steps, scaling_factor, latent_channels,

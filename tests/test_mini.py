@@ -265,8 +265,8 @@ def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
     spec.loader.exec_module(mini_merge)
     shipped = BUILTIN_MODELS["mini"].folder
     options = dict(init=shipped, vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, latent_channels=4,
-                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0, unet_anneal=False,
-                   vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
+                   vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0,
+                   unet_anneal=False, vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
     train_mini(out=tmp_path / "unet", state=tmp_path / "unet_state", vae_minutes=0, unet_minutes=0.01, vae_part="all", **options)
     train_mini(out=tmp_path / "decoder", state=tmp_path / "decoder_state", vae_minutes=0.01, unet_minutes=0,
                vae_part="decoder", **options)
