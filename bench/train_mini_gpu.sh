@@ -23,6 +23,10 @@
 #                                                    VAE (all of it) for VAE_M min, then side by side for M min each its
 #                                                    decoder alone (NAME-d: VAE_LR 2e-4, annealed) and its UNet (UNET_FROM
 #                                                    as in resume), joined by bench/mini_merge.py as NAME-m; VAE_POOL as above
+#   bench/train_mini_gpu.sh fit OUT FIT_M M          .mini/INIT's encoder onto latents fitted through its frozen decoder
+#                                                    (svdtool.models.fit_encoder: FIT_M min fitting rendered frames, M
+#                                                    min training the encoder) -> .mini/NAME, checked beside INIT; its
+#                                                    latents are new: then `NAME=X INIT=X resume OUT 0 M` trains its UNet
 #   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
@@ -102,6 +106,11 @@ split)
   resume 0 "$4" & unet=$!
   wait $decoder && wait $unet
   python3 bench/mini_merge.py $cache/mini/$name $cache/mini/$name-d $cache/mini/$name-m | tee -a "$out/train_$name.log" ;;
+fit)
+  python3 -m svdtool.models.fit_encoder --init .mini/${INIT:-v2} --out .mini/$name --fit-minutes "$3" --minutes "$4" \
+    --workers $workers >> "$out/fit_$name.log" 2>&1
+  $check .mini/${INIT:-v2} .mini/$name --json "$out/vae_check_$name.json" --grid "$out/vae_grid_$name.png" \
+    --labels "${INIT:-v2},$name" 2>> "$out/fit_$name.log" ;;
 check)
   python3 bench/mini_fp16_check.py $cache/mini/$name "$out/fp16_check_$name.json" > "$out/fp16_check_$name.log" 2>&1
   rm -rf models/mini $cache/refs/$name && mkdir -p $cache/refs/$name && cp -r $cache/mini/$name models/mini

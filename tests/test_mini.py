@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -16,6 +17,8 @@ from typer.testing import CliRunner
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, render_clips, to_uint8
+from svdtool.models.fit_encoder import app as fit_encoder_app
+from svdtool.models.fit_encoder import fit_latents
 from svdtool.models.train_mini import app as train_mini_app
 from svdtool.models.train_mini import _train, grow_vae, lab_chroma
 from svdtool.models.train_mini import main as train_mini
@@ -185,6 +188,37 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert "mosaics" not in record["runs"][-2] and "leaves" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
     assert "chroma" not in record["runs"][-2]
     assert record["runs"][-3].endswith("motion=zoom, lr decayed linearly to 0") and record["runs"][-1].endswith("motion=zoom")
+
+
+def test_fitted_latents_decode_closer_than_the_encoders():
+    vae = load_pipeline("mini", torch_dtype=torch.float32).vae.eval().requires_grad_(False)
+    frames = render_clips(7, 2, 1, photo_bank()).frames[:, 0]
+
+    def error(latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return ((vae.decode(latents, num_frames=1).sample - frames) ** 2).mean(dim=(1, 2, 3))
+
+    with torch.no_grad():
+        encoded = vae.encode(frames).latent_dist.mode()
+    assert (error(fit_latents(vae, frames, 4, contextlib.nullcontext())) < error(encoded)).all()  # each frame's own
+
+
+def test_encoder_fit_keeps_the_decoder_and_records_the_run(tmp_path):
+    out = tmp_path / "fitted"
+    result = CliRunner().invoke(fit_encoder_app, ["--init", str(BUILTIN_MODELS["mini"].folder), "--out", str(out),
+                                                  "--fit-minutes", "0", "--fit-steps", "2", "--fit-batch", "2",
+                                                  "--minutes", "0.02", "--batch", "2", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    fitted, shipped = load_pipeline(str(out)), load_pipeline("mini")
+    assert torch.equal(fitted.vae.decoder.conv_in.weight, shipped.vae.decoder.conv_in.weight)
+    assert not torch.equal(fitted.vae.encoder.conv_in.weight, shipped.vae.encoder.conv_in.weight)
+    assert torch.equal(fitted.unet.conv_in.weight, shipped.unet.conv_in.weight)
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"]["encoder_fit"] > 0 and record["runs"][-1].startswith("VAE encoder onto latents fitted")
+    assert record["vae_scaling_factor"] == fitted.vae.config.scaling_factor and not (tmp_path / "fitted.partial").exists()
+    refused = CliRunner().invoke(fit_encoder_app, ["--init", str(tmp_path), "--out", str(tmp_path / "again")])
+    message = " ".join(refused.output.replace("│", " ").split())  # rich wraps the error in a box
+    assert refused.exit_code == 2 and "is not a saved pipeline" in message and not (tmp_path / "again").exists()
 
 
 @pytest.mark.parametrize("option", [["--motion", "pan"], ["--vae-part", "both"], ["--compile", "max"]])
