@@ -11,7 +11,8 @@ the folder to train on last: the fewest latent channels whose mean PSNR reaches 
 `--fit-latents` asks where the reconstruction's error comes from (CPU, ~4 min a folder): each photo's latent is
 optimised through the frozen decoder (Adam, FIT_STEPS steps from the encoder's latent), which bounds what a better
 encoder could reach with this decoder -- and how far from the encoder's latent it lies (an encoder reaching it would
-move the latent space the UNet learned that far) -- and the training photos (scikit-image's, whole, resized as the inputs are)
+move the latent space the UNet learned that far, and how much of its gain is left when that shift is smoothed over
+3x3 latent pixels) -- and the training photos (scikit-image's, whole, resized as the inputs are)
 are reconstructed too, which tells unseen content from detail the VAE cannot keep.
 `--capacity` (CPU, ~9 min a folder): a copy of the decoder is trained on the held-out photos' own encoder latents
 alone (CAPACITY_STEPS Adam steps on their MSE) and decodes them again. An upper bound only: that decoder has seen the
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 from diffusers.video_processor import VideoProcessor
 from PIL import Image
@@ -103,6 +105,10 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
                 "psnr_with_posterior_noise": with_noise(encoded),
                 "psnr_fitted_latent_with_posterior_noise": with_noise(latent),
                 "posterior_std_over_latent_std": round(float(posterior.std.mean() / encoded.std()), 3),
+                # the shift smoothed over 3x3 latent pixels: how much of the gain is fine structure in the latent,
+                # which an encoder (and a UNet) would have to draw exactly
+                "psnr_fitted_latent_smoothed": psnr(vae.decode(encoded + F.avg_pool2d(
+                    shift, 3, stride=1, padding=1, count_include_pad=False), num_frames=1).sample, pixels),
                 "fitted_latent_shift": round(float(shift.norm() / encoded.norm()), 3),
                 "fitted_latent_shift_in_posterior_std": round(float((shift / posterior.std).pow(2).mean().sqrt()), 1)}
 
@@ -177,6 +183,7 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
     if fit_latents:
         summary["mean_psnr_fitted_latent"] = round(float(np.mean([r["psnr_fitted_latent"] for r in rows.values()])), 2)
         for key in ("fitted_latent_shift", "psnr_with_posterior_noise", "psnr_fitted_latent_with_posterior_noise",
+                    "psnr_fitted_latent_smoothed",
                     "posterior_std_over_latent_std"):
             summary[f"mean_{key}"] = round(float(np.mean([r[key] for r in rows.values()])), 3)
         summary["training_photos_psnr"] = training_photo_psnr(vae, device)
@@ -226,7 +233,8 @@ def main(argv: list[str]) -> None:
               f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
               f"mixing {summary['mixing']}", file=sys.stderr)
         if "mean_psnr_fitted_latent" in summary:
-            print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB, {summary['mean_fitted_latent_shift']:.0%} of the "
+            print(f"  fitted latents {summary['mean_psnr_fitted_latent']} dB ({summary['mean_psnr_fitted_latent_smoothed']} dB "
+                  f"with the shift smoothed over 3x3), {summary['mean_fitted_latent_shift']:.0%} of the "
                   f"encoder's latent away; with the posterior's noise (its std {summary['mean_posterior_std_over_latent_std']:.0%} "
                   f"of the latents'): encoded {summary['mean_psnr_with_posterior_noise']} dB, fitted "
                   f"{summary['mean_psnr_fitted_latent_with_posterior_noise']} dB; training photos "
