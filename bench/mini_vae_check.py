@@ -23,6 +23,7 @@ photos and can store five of them in its weights, so a high score does not show 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -73,7 +74,7 @@ def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
 
 def minimise_mse(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, pixels: torch.Tensor, parameters,
                  lr: float, steps: int) -> None:
-    """Adam on the MSE of `latents`' decoding to `pixels`, over `parameters` (the latents, or the decoder's weights)."""
+    """Adam on the MSE of `latents`' decoding to `pixels`, over `parameters` (the decoder's weights)."""
     optimizer = torch.optim.Adam(parameters, lr=lr)
     for _ in range(steps):
         loss = torch.nn.functional.mse_loss(vae.decode(latents, num_frames=1).sample, pixels)
@@ -87,11 +88,12 @@ def fitted_latent(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> di
     that latent is from the encoder's: relative to its norm, and in the encoder's posterior standard deviations. Both
     latents are also decoded with the posterior's noise added (the mean PSNR of NOISE_DRAWS draws), as training
     decodes them: a fitted latent that held only while exact would be one the encoder is trained away from."""
+    from svdtool.models.fit_encoder import fit_latents
+
     with torch.no_grad():
         posterior = vae.encode(pixels).latent_dist
         encoded = posterior.mode()
-    latent = encoded.clone().requires_grad_(True)
-    minimise_mse(vae, latent, pixels, [latent], lr=0.02, steps=FIT_STEPS)
+    latent = fit_latents(vae, pixels, FIT_STEPS, contextlib.nullcontext())  # as fit_encoder fits its targets
     with torch.no_grad():
         shift = latent - encoded
         generator = torch.Generator(device=pixels.device).manual_seed(0)

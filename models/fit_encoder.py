@@ -28,7 +28,7 @@ from .train_mini import (_train, build_models, load_init, measured_scaling_facto
                          save_pipeline, write_training_record)
 from .training_data import clip_batches
 
-FIT_LR = 0.02  # mini_vae_check's: 150 steps from the encoder's latent reach the fitted bound on the held-out photos
+FIT_LR = 0.02  # 150 steps from the encoder's latent reach the bound bench/mini_vae_check.py --fit-latents reports
 
 app = typer.Typer(add_completion=False)
 

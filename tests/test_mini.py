@@ -131,7 +131,6 @@ def test_zoom_scenes_zoom_in_on_the_centre():
 def test_anneal_starts_its_clock_after_the_first_step():
     """The learning rate decays linearly to 0 over what the first step (which compiles under --compile; here a 1.5 s
     sleep) leaves of the budget, not over the whole budget: right after the 200 warm-up steps it is still near full."""
-    import contextlib
     import time
 
     weight = torch.nn.Parameter(torch.ones(1))
