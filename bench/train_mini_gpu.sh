@@ -13,9 +13,9 @@
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
 #                                                    (INIT: v2; a fresh one); the VAE checked again. VAE_LR (4e-4),
 #                                                    VAE_POOL (0), VAE_LAYERS (deepen INIT's VAE), VAE_MSE (0), VAE_CHROMA (0),
-#                                                    VAE_MOSAICS, VAE_LEAVES and VAE_ANNEAL (set: on) are train_mini's
+#                                                    VAE_MOSAICS, VAE_LEAVES, VAE_CHANNELS (widen INIT's VAE) and VAE_ANNEAL (set: on) are train_mini's
 #                                                    --vae-lr, --vae-pool, --vae-layers, --vae-mse, --vae-chroma, --vae-mosaics,
-#                                                    --vae-leaves, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
+#                                                    --vae-leaves, --vae-channels, --vae-anneal; UNET_FROM (e.g. .mini/v2) is
 #                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet;
 #                                                    VAE_CROP (64: tiles; 128: whole frames) and COMPILE (unset: eager;
 #                                                    default or reduce-overhead) are --vae-crop and --compile
@@ -33,6 +33,8 @@
 #   bench/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (bench/train_speed.py)
 #   bench/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
+# A pipeline over a call's 64 MiB (a widened VAE's: 80 MB) travels in two calls: one carries .mini/NAME/vae, the next
+# the rest of .mini/NAME, path by path (.mini/ is in .gitignore, so a warm machine keeps what the first call brought).
 # Carry .whl-core (diffusers and importlib_metadata for the host's Python 3.12; bench/device_env.sh): training, the
 # checks and `svdtool reference` need no OpenVINO. A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a
 # minute) catches what would otherwise end a long run without a model. To train while the call returns (the device
@@ -69,7 +71,7 @@ name=${NAME:-v2}
 
 resume() {  # VAE minutes, UNet minutes
   local from="--state $cache/train/$name"
-  [ -f $cache/train/$name/state.pt ] || from="$from --init .mini/${INIT:-v2}"  # a fresh machine: the carried pipeline
+  [ -f $cache/train/$name/state.pt ] || from="$from --init .mini/${INIT:-v2} ${VAE_CHANNELS:+--vae-channels $VAE_CHANNELS}"  # a fresh machine: the carried pipeline
   mkdir -p $cache/mini
   $train --out $cache/mini/$name $from --vae-minutes "$1" --unet-minutes "$2" --unet-batch "${UNET_BATCH:-64}" --workers $workers \
     --vae-batch "${VAE_BATCH:-16}" --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \

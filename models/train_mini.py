@@ -99,9 +99,9 @@ def build_models(latent_channels: int = 16, vae_shape: dict | None = None) -> di
 def grow_vae(vae: AutoencoderKLTemporalDecoder, state: dict[str, torch.Tensor]) -> AutoencoderKLTemporalDecoder:
     """Load a VAE with fewer layers per block into `vae` and start each added residual block as the identity (its
     last convolution zero), so the grown VAE computes what the saved one did -- the same latents, the same decoding
-    (the UNet trained on them stays valid) -- and training adds depth from there. Every block keeps its GroupNorm
-    grouping, which widening would not. (The temporal decoder's mid block builds `layers_per_block` resnets but runs
-    only two; the unused ones stay unused.)"""
+    (the UNet trained on them stays valid) -- and training adds depth from there (`widen_vae` adds width instead).
+    (The temporal decoder's mid block builds `layers_per_block` resnets but runs only two; the unused ones stay
+    unused.)"""
     missing = set(vae.load_state_dict(state, strict=False).missing_keys)
     added = {key.rsplit(".", 2)[0] for key in missing if key.endswith("conv2.weight")}
     with torch.no_grad():
@@ -113,6 +113,57 @@ def grow_vae(vae: AutoencoderKLTemporalDecoder, state: dict[str, torch.Tensor]) 
     unexplained -= {key for key in unexplained if ".time_mixer." in key}  # mixes two identities: any weight will do
     if unexplained:
         raise ValueError(f"the saved VAE does not fit this one: {sorted(unexplained)[:3]}")
+    return vae
+
+
+def _doubled(narrow: torch.Tensor, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """`narrow` grown to `shape`, each dimension kept or doubled: a doubled channel is copied twice (`repeat_interleave`,
+    so both copies fall in the GroupNorm group of the original); a doubled input channel (dim 1 of a weight) shares its
+    weight between its two copies at a random split, so the layer's sum is unchanged and the copies learn apart."""
+    grown = narrow
+    for dim, (old, new) in enumerate(zip(narrow.shape, shape)):
+        if new == old:
+            continue
+        if new != 2 * old:
+            raise ValueError(f"the saved VAE does not fit this one: width {old} -> {new} (kept or doubled only)")
+        grown = grown.repeat_interleave(2, dim=dim)
+        if dim == 1:
+            share = torch.rand(old, generator=generator) * 0.5 + 0.25
+            grown = grown * torch.stack([share, 1 - share], 1).flatten().view(1, -1, *[1] * (grown.ndim - 2))
+    return grown
+
+
+def widen_vae(vae: AutoencoderKLTemporalDecoder, state: dict[str, torch.Tensor]) -> AutoencoderKLTemporalDecoder:
+    """Load a VAE whose blocks are as wide or half as wide as `vae`'s into it so that it computes what the saved one did
+    (the same latents: the UNet trained on them stays valid), and training uses the width from there. Written here:
+    diffusers and torch widen nothing (Net2Net's function-preserving widening, Chen et al. 2016, exact under
+    GroupNorm because each copy stays in its original's group). A resnet that gains a shortcut (its input and output
+    widths now differ) starts it as the identity the narrow block had; each mid-block attention (one head) has its
+    queries scaled for its doubled head width, and its queries and keys turned by one random rotation, which keeps
+    every score and lets the copies learn apart (their dot product alone would keep them equal)."""
+    generator = torch.Generator().manual_seed(0)
+    target = vae.state_dict()
+    widened = {}
+    for key, wide in target.items():
+        narrow = state.get(key)
+        if narrow is None:
+            if ".conv_shortcut." not in key:
+                raise ValueError(f"the saved VAE does not fit this one: it has no {key}")
+            narrow = torch.eye(min(wide.shape[:2]))[..., None, None] if key.endswith("weight") else torch.zeros_like(wide)
+        widened[key] = _doubled(narrow.float(), wide.shape, generator)
+    for name, module in vae.named_modules():
+        if not hasattr(module, "to_q") or module.to_q.weight.shape == state[f"{name}.to_q.weight"].shape:
+            continue
+        if module.heads != 1:
+            raise ValueError(f"{name}: only one-head attention widens")
+        rotation = torch.linalg.qr(torch.randn(module.inner_dim, module.inner_dim, generator=generator))[0]
+        scale = (state[f"{name}.to_q.weight"].shape[0] / module.inner_dim) ** 0.5
+        for projection, factor in (("to_q", scale), ("to_k", 1.0)):
+            for part in ("weight", "bias"):
+                key = f"{name}.{projection}.{part}"
+                if key in widened:
+                    widened[key] = factor * rotation @ widened[key]
+    vae.load_state_dict(widened)
     return vae
 
 
@@ -244,12 +295,14 @@ def write_training_record(folder: Path, steps: dict, scaling_factor: float, devi
 
 
 def load_init(models: dict, folder: Path) -> float:
-    """Start from a saved fp16 pipeline (its VAE grown when `models` has a deeper one); returns its VAE scaling
-    factor."""
+    """Start from a saved fp16 pipeline (its VAE grown when `models` has a deeper one, widened when a wider one);
+    returns its VAE scaling factor."""
     pipeline = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     for name in models:
         if name == "vae" and pipeline.vae.config.layers_per_block != models["vae"].config.layers_per_block:
             grow_vae(models["vae"], pipeline.vae.state_dict())
+        elif name == "vae" and tuple(pipeline.vae.config.block_out_channels) != tuple(models["vae"].config.block_out_channels):
+            widen_vae(models["vae"], pipeline.vae.state_dict())
         else:
             models[name].load_state_dict(getattr(pipeline, name).state_dict())
     return float(pipeline.vae.config.scaling_factor)
@@ -271,17 +324,24 @@ def transplant(models: dict, folder: Path) -> list[str]:
     return kept
 
 
-def new_vae_widths(vae_channels: str | None, resuming: bool) -> tuple[int, ...] | None:
-    """--vae-channels as block_out_channels, checked before anything loads."""
+def new_vae_widths(vae_channels: str | None, resuming: bool, init: Path | None) -> tuple[int, ...] | None:
+    """--vae-channels as block_out_channels, checked before anything loads: a new model's, or `init`'s VAE widened
+    (each block's width kept or doubled)."""
     if not vae_channels:
         return None
     if resuming:
-        raise typer.BadParameter("--vae-channels shapes a new model: leave out --init, and give an empty --state")
+        raise typer.BadParameter("--vae-channels shapes a new model or widens --init's VAE: give an empty --state")
     widths = vae_channels.split(",")
     if len(widths) != len(MINI_VAE["down_block_types"]) or not all(w.isdigit() and int(w) % 32 == 0 for w in widths):
         raise typer.BadParameter(f"--vae-channels is {len(MINI_VAE['down_block_types'])} comma-separated multiples of 32 "
                                  f"(the GroupNorms' groups), not {vae_channels!r}")
-    return tuple(int(width) for width in widths)
+    widths = tuple(int(width) for width in widths)
+    if init is not None:
+        saved = json.loads((init / "vae" / "config.json").read_text())["block_out_channels"]
+        if not all(new in (old, 2 * old) for old, new in zip(saved, widths)):
+            raise typer.BadParameter(f"--vae-channels widens --init's VAE ({','.join(map(str, saved))}): keep or double "
+                                     f"each width, not {vae_channels}")
+    return widths
 
 
 def saved_vae_shape(saved: dict | None, init: Path | None, default: int) -> tuple[int, dict]:
@@ -325,7 +385,8 @@ def main(
     vae_layers: int | None = typer.Option(None, min=1, help="resnets per VAE encoder block (the decoder's have one "
                                           "more): above --init's, its VAE grows deeper, computing the same at first"),
     vae_channels: str | None = typer.Option(None, help="block_out_channels of a new model's VAE, comma-separated "
-                                            "(MINI_VAE's: 64,128,128,128)"),
+                                            "(MINI_VAE's: 64,128,128,128); with --init, its VAE widened (each width "
+                                            "kept or doubled), computing the same at first"),
     vae_pool: int = typer.Option(0, min=0, help="clips the VAE stage renders once and draws its batches from (0: a "
                                  "new rendered batch every step)"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering training clips"),
@@ -346,12 +407,15 @@ def main(
     if unet_from and not (unet_from / "model_index.json").is_file():
         raise typer.BadParameter(f"--unet-from {unet_from} is not a saved pipeline (no model_index.json)")
     checkpoint = state / "state.pt"
-    vae_widths = new_vae_widths(vae_channels, resuming=checkpoint.is_file() or init is not None)
+    if init and not checkpoint.is_file() and not (init / "vae" / "config.json").is_file():
+        raise typer.BadParameter(f"--init {init} is not a saved pipeline (no vae/config.json)")
+    vae_widths = new_vae_widths(vae_channels, checkpoint.is_file(), init)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     latent_channels, vae_shape = saved_vae_shape(saved, init, latent_channels)
+    widened_from = tuple(vae_shape["block_out_channels"]) if init and vae_widths else None
     if vae_widths:
         vae_shape["block_out_channels"] = vae_widths
     saved_layers = vae_shape.get("layers_per_block", MINI_VAE["layers_per_block"])
@@ -360,6 +424,8 @@ def main(
         if saved or vae_layers < saved_layers:
             raise typer.BadParameter("--vae-layers deepens the VAE of --init (a pipeline folder, with nothing in "
                                      "--state): more layers than it has")
+        if vae_widths:
+            raise typer.BadParameter("--vae-layers and --vae-channels: deepen or widen --init's VAE, one at a time")
         grown_from, vae_shape["layers_per_block"] = saved_layers, vae_layers
     models = build_models(latent_channels, vae_shape)
     log: list[dict] = []
@@ -411,7 +477,8 @@ def main(
                     f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}"
                     f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
                     f"{f', loss + {vae_chroma:g} x local Lab chroma L1' if vae_chroma else ''}"
-                    f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
+                    f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}"
+                    f"{f', widths {widened_from} -> {vae_widths}' if widened_from not in (None, vae_widths) else ''}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
         if vae_part == "all":

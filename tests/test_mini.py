@@ -20,7 +20,7 @@ from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, 
 from svdtool.models.fit_encoder import app as fit_encoder_app
 from svdtool.models.fit_encoder import fit_latents
 from svdtool.models.train_mini import app as train_mini_app
-from svdtool.models.train_mini import _train, grow_vae, lab_chroma
+from svdtool.models.train_mini import _train, grow_vae, lab_chroma, widen_vae
 from svdtool.models.train_mini import main as train_mini
 from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
@@ -235,6 +235,45 @@ def test_grown_vae_computes_what_the_saved_one_did():
         assert torch.equal(grown.encode(clip).latent_dist.mode(), latents)
         assert torch.allclose(grown.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-6)
     assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in shipped.parameters())
+
+
+@pytest.mark.parametrize("widths", [(64, 128, 256, 256), (128, 256, 256, 256)])
+def test_widened_vae_computes_what_the_saved_one_did(widths):
+    """Widening keeps the latents and the decoding (new shortcuts, the attention's doubled head width included), and
+    the copies of each query and key differ, so that training can pull them apart."""
+    shipped = load_pipeline("mini", torch_dtype=torch.float32).vae.eval()
+    wide = widen_vae(AutoencoderKLTemporalDecoder(**{**shipped.config, "block_out_channels": widths}).eval(), shipped.state_dict())
+    clip = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = shipped.encode(clip).latent_dist.mode()
+        assert torch.allclose(wide.encode(clip).latent_dist.mode(), latents, atol=1e-4)
+        assert torch.allclose(wide.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-4)
+    queries = wide.encoder.mid_block.attentions[0].to_q.weight
+    assert not torch.allclose(queries[0::2], queries[1::2], atol=1e-3)
+    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in shipped.parameters())
+
+
+def test_widening_keeps_or_doubles_each_width():
+    shipped = load_pipeline("mini", torch_dtype=torch.float32).vae
+    with pytest.raises(ValueError, match="kept or doubled"):
+        widen_vae(AutoencoderKLTemporalDecoder(**{**shipped.config, "block_out_channels": (64, 128, 192, 256)}), shipped.state_dict())
+
+
+def test_training_script_refuses_an_init_that_is_not_a_pipeline(tmp_path):
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                                 "--init", str(tmp_path), "--vae-channels", "64,128,256,256"])
+    message = " ".join(result.output.replace("│", " ").split())  # rich wraps the error in a box
+    assert result.exit_code == 2 and "is not a saved pipeline" in message and "Traceback" not in result.output
+
+
+def test_training_script_widens_the_vae_of_init(tmp_path):
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                                 "--init", str(BUILTIN_MODELS["mini"].folder), "--vae-channels",
+                                                 "64,128,256,256", "--vae-minutes", "0.001", "--vae-batch", "1", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "vae" / "config.json").read_text())["block_out_channels"] == [64, 128, 256, 256]
+    runs = json.loads((tmp_path / "out" / "training.json").read_text())["runs"]
+    assert "widths (64, 128, 128, 128) -> (64, 128, 256, 256)" in runs[-1]
 
 
 def test_training_chroma_is_the_colourfulness_validate_measures():
