@@ -443,6 +443,9 @@ def main(
         # the record's counts are exact; the loss log has a row per 25 steps
         steps = record.get("steps") or {phase: sum(1 for row in log if row["phase"] == phase) * 25 for phase in steps}
         runs = record.get("runs", [])
+        if widened_from not in (None, vae_widths):
+            runs.append(f"VAE widened from {init.name}'s: block_out_channels {widened_from} -> {vae_widths}, computing "
+                        "what it did")
     if unet_from:
         if steps["unet"]:
             raise typer.BadParameter(f"--unet-from starts an untrained UNet; this one trained {steps['unet']:,} steps")
@@ -477,8 +480,7 @@ def main(
                     f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}"
                     f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
                     f"{f', loss + {vae_chroma:g} x local Lab chroma L1' if vae_chroma else ''}"
-                    f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}"
-                    f"{f', widths {widened_from} -> {vae_widths}' if widened_from not in (None, vae_widths) else ''}")
+                    f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
         vae.eval()
         saved_vae_optimizer = optimizer.state_dict()
         if vae_part == "all":

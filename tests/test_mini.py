@@ -267,13 +267,17 @@ def test_training_script_refuses_an_init_that_is_not_a_pipeline(tmp_path):
 
 
 def test_training_script_widens_the_vae_of_init(tmp_path):
+    shipped = BUILTIN_MODELS["mini"].folder
     result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
-                                                 "--init", str(BUILTIN_MODELS["mini"].folder), "--vae-channels",
-                                                 "64,128,256,256", "--vae-minutes", "0.001", "--vae-batch", "1", "--workers", "0"])
+                                                 "--init", str(shipped), "--vae-channels", "64,128,256,256"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "out" / "vae" / "config.json").read_text())["block_out_channels"] == [64, 128, 256, 256]
+    widened, original = load_pipeline(str(tmp_path / "out")).vae, load_pipeline("mini").vae
+    assert widened.config.block_out_channels == [64, 128, 256, 256]
+    clip = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():  # both fp16 on disk
+        assert torch.allclose(widened.encode(clip).latent_dist.mode(), original.encode(clip).latent_dist.mode(), atol=2e-2)
     runs = json.loads((tmp_path / "out" / "training.json").read_text())["runs"]
-    assert "widths (64, 128, 128, 128) -> (64, 128, 256, 256)" in runs[-1]
+    assert runs[-1].startswith("VAE widened from mini's: block_out_channels (64, 128, 128, 128) -> (64, 128, 256, 256)")
 
 
 def test_training_chroma_is_the_colourfulness_validate_measures():
