@@ -24,8 +24,8 @@ import typer
 from diffusers import AutoencoderKLTemporalDecoder
 
 from .scenes import SceneMix
-from .train_mini import (_train, build_models, load_init, measured_scaling_factor, optimizer_for, saved_vae_shape,
-                         save_pipeline, write_training_record)
+from .train_mini import (_train, build_models, load_init, measured_scaling_factor, optimizer_for, require_pipeline,
+                         saved_vae_shape, save_pipeline, write_training_record)
 from .training_data import clip_batches
 
 FIT_LR = 0.02  # 150 steps from the encoder's latent reach the bound bench/mini_vae_check.py --fit-latents reports
@@ -76,8 +76,7 @@ def main(
     lr: float = typer.Option(2e-4, help="encoder learning rate, decayed linearly to 0"),
     workers: int = typer.Option(4, min=0, help="CPU processes rendering clips"),
 ) -> None:
-    if not (init / "model_index.json").is_file():
-        raise typer.BadParameter(f"--init {init} is not a saved pipeline (no model_index.json)")
+    require_pipeline(init, "--init")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     latent_channels, vae_shape = saved_vae_shape(None, init, 16)

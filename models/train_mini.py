@@ -324,6 +324,13 @@ def transplant(models: dict, folder: Path) -> list[str]:
     return kept
 
 
+def require_pipeline(folder: Path, option: str) -> None:
+    """A one-line error, before anything loads, when `option`'s folder is not a saved svd-mini pipeline."""
+    missing = [name for name in ("model_index.json", "vae/config.json") if not (folder / name).is_file()]
+    if missing:
+        raise typer.BadParameter(f"{option} {folder} is not a saved pipeline (no {missing[0]})")
+
+
 def new_vae_widths(vae_channels: str | None, resuming: bool, init: Path | None) -> tuple[int, ...] | None:
     """--vae-channels as block_out_channels, checked before anything loads: a new model's, or `init`'s VAE widened
     (each block's width kept or doubled)."""
@@ -404,11 +411,11 @@ def main(
         raise typer.BadParameter(f"--compile is one of {', '.join(COMPILE_MODES)}, not {compile_mode!r}")
     if vae_part not in VAE_PARTS:
         raise typer.BadParameter(f"--vae-part is one of {', '.join(VAE_PARTS)}, not {vae_part!r}")
-    if unet_from and not (unet_from / "model_index.json").is_file():
-        raise typer.BadParameter(f"--unet-from {unet_from} is not a saved pipeline (no model_index.json)")
+    if unet_from:
+        require_pipeline(unet_from, "--unet-from")
     checkpoint = state / "state.pt"
-    if init and not checkpoint.is_file() and not (init / "vae" / "config.json").is_file():
-        raise typer.BadParameter(f"--init {init} is not a saved pipeline (no vae/config.json)")
+    if init and not checkpoint.is_file():
+        require_pipeline(init, "--init")
     vae_widths = new_vae_widths(vae_channels, checkpoint.is_file(), init)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
