@@ -35,6 +35,8 @@
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
 # A pipeline over a call's 64 MiB (a widened VAE's: 80 MB) travels in two calls: one carries .mini/NAME/vae, the next
 # the rest of .mini/NAME, path by path (.mini/ is in .gitignore, so a warm machine keeps what the first call brought).
+# Back, a UNet run's result is unet/, image_encoder/ (it trains too: v3 lost its own by bringing back unet/ alone),
+# training.json and loss.json; its VAE is the one carried there.
 # Carry .whl-core (diffusers and importlib_metadata for the host's Python 3.12; bench/device_env.sh): training, the
 # checks and `svdtool reference` need no OpenVINO. A dry run first (`resume OUT 0.1 0.1` on a fresh machine, about a
 # minute) catches what would otherwise end a long run without a model. To train while the call returns (the device
@@ -59,7 +61,8 @@
 # MOTION (zoom), LR (4e-4) and UNET_ANNEAL (set: on) are the UNet stage's --motion, --lr and --unet-anneal: svd-mini
 # v2's UNet run 10,475 -> 13,356 steps was `resume` with the first two from the random-motion model, as `train_mini
 # --init` of a carried folder; c32k's (bench/results/mini_research.md) was NAME=c32jd INIT=c32jd COMPILE=default
-# UNET_BATCH=128 UNET_ANNEAL=1 resume OUT 0 18, one background job.
+# UNET_BATCH=128 UNET_ANNEAL=1 resume OUT 0 18, one background job; v3's UNet NAME=c32kw2 INIT=c32kw2 and the same
+# settings, resume OUT 0 19.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared

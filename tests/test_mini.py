@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source
 from svdtool.models.scenes import MAX_FLOW, MOSAIC_SHARE, SceneMix, photo_bank, render_clips, to_uint8
+from svdtool.models.scenes import _camera_grids, _camera_strength, _mean_step
 from svdtool.models.fit_encoder import app as fit_encoder_app
 from svdtool.models.fit_encoder import fit_latents
 from svdtool.models.train_mini import app as train_mini_app
@@ -48,10 +49,22 @@ def _video(pipeline, bucket: int, steps: int = 8, image: Image.Image | None = No
     return generate(pipeline, image, settings.resolved(BUILTIN_MODELS["mini"].defaults), show_progress=False).frames
 
 
+@pytest.fixture(scope="module")
+def mini_goals():
+    """bench/mini_goals.py, whose colour measures the goals table and these tests share."""
+    spec = importlib.util.spec_from_file_location("mini_goals", EXAMPLE.parents[1] / "bench" / "mini_goals.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("name", ["chelsea", "coffee"])
-def test_mini_video_starts_at_the_photo_and_keeps_its_colour(mini_torch, name):
+def test_mini_video_starts_at_the_photo_and_keeps_its_colour(mini_torch, mini_goals, name):
     """Issue #12's goals at 8 steps: frame 0 is the conditioning photo (>= 22 dB, as the pipeline resizes it), and every
-    frame keeps the photo's colourfulness within 15 % (v1's videos were grey-green: 14-19 dB, x0.44-0.76)."""
+    frame keeps the colourfulness of the photo as that frame's camera shows it within 15 % (v1's videos were grey-green:
+    14-19 dB, x0.44-0.76). Against the whole photo instead, a perfect zoom into chelsea's colourful centre at bucket
+    127 already reaches x1.16 (the ceiling in bench/results/mini_goals*.md), so that measure cannot tell colour kept
+    from colour drifting; the test below shows this one can."""
     from diffusers.video_processor import VideoProcessor
 
     image = Image.open(EXAMPLE.with_name(f"{name}.jpg")).convert("RGB")
@@ -59,7 +72,7 @@ def test_mini_video_starts_at_the_photo_and_keeps_its_colour(mini_torch, name):
     photo = ((pixels.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     frames = _video(mini_torch, 127, image=image)
     assert psnr_per_frame(frames[:1], photo[None])[0] >= 22
-    ratios = [colourfulness(frame[None]) / colourfulness(photo[None]) for frame in frames]
+    ratios = mini_goals.colour_in_view(frames, photo)
     assert all(abs(ratio - 1) <= 0.15 for ratio in ratios), ratios
 
 
@@ -126,6 +139,18 @@ def test_zoom_scenes_zoom_in_on_the_centre():
     assert (centre[:, -1] - centre[:, 0]).abs().mean() < 0.25 * (clips.frames[moving][:, -1] - clips.frames[moving][:, 0]).abs().mean()
     detail = clips.frames[moving].diff(dim=-1).abs().mean(dim=(2, 3, 4))  # (clips, frames)
     assert bool((detail[:, -1] < detail[:, 0]).all())
+
+
+def test_zoom_scenes_reach_every_motion_bucket():
+    """A zoom's steps shrink as it magnifies: aimed by its first step, a clip's mean flow fell short of its target and
+    zoom clips (the UNet's data) never passed bucket 196. Aimed by the whole clip, they reach 255."""
+    camera = torch.tensor([[0.0, 0.0, 0.02, 0.0]]).repeat(3, 1)  # (direction, pan, zoom, spin): a zoom in
+    target = torch.tensor([0.5, 2.0, MAX_FLOW])
+    reached = _mean_step(_camera_grids(camera, _camera_strength(camera, target, 8), 8))
+    assert torch.allclose(reached, target, rtol=0.01), reached
+    assert int(render_clips(2, 64, 8, motion="zoom").motion_bucket_id.max()) >= 230
+    still = render_clips(2, 4, 1, motion="zoom").frames  # one frame (fit_encoder's) has no steps to aim by
+    assert bool((still.std(dim=(-2, -1)) > 1e-3).all())  # aimed at NaN, each frame was one flat colour
 
 
 def test_anneal_starts_its_clock_after_the_first_step():
@@ -237,7 +262,7 @@ def test_grown_vae_computes_what_the_saved_one_did():
     assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in shipped.parameters())
 
 
-@pytest.mark.parametrize("widths", [(64, 128, 256, 256), (128, 256, 256, 256)])
+@pytest.mark.parametrize("widths", [(64, 128, 256, 512), (128, 256, 512, 512)])  # the shipped VAE: 64, 128, 256, 256
 def test_widened_vae_computes_what_the_saved_one_did(widths):
     """Widening keeps the latents and the decoding (new shortcuts, the attention's doubled head width included), and
     the copies of each query and key differ, so that training can pull them apart."""
@@ -250,7 +275,7 @@ def test_widened_vae_computes_what_the_saved_one_did(widths):
         assert torch.allclose(wide.decode(latents, num_frames=2).sample, shipped.decode(latents, num_frames=2).sample, atol=1e-4)
     queries = wide.encoder.mid_block.attentions[0].to_q.weight
     assert not torch.allclose(queries[0::2], queries[1::2], atol=1e-3)
-    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in shipped.parameters())
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in shipped.parameters())
 
 
 def test_widening_keeps_or_doubles_each_width():
@@ -269,15 +294,15 @@ def test_training_script_refuses_an_init_that_is_not_a_pipeline(tmp_path):
 def test_training_script_widens_the_vae_of_init(tmp_path):
     shipped = BUILTIN_MODELS["mini"].folder
     result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
-                                                 "--init", str(shipped), "--vae-channels", "64,128,256,256"])
+                                                 "--init", str(shipped), "--vae-channels", "64,128,256,512"])
     assert result.exit_code == 0, result.output
     widened, original = load_pipeline(str(tmp_path / "out")).vae, load_pipeline("mini").vae
-    assert widened.config.block_out_channels == [64, 128, 256, 256]
+    assert widened.config.block_out_channels == [64, 128, 256, 512]
     clip = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():  # both fp16 on disk
         assert torch.allclose(widened.encode(clip).latent_dist.mode(), original.encode(clip).latent_dist.mode(), atol=2e-2)
     runs = json.loads((tmp_path / "out" / "training.json").read_text())["runs"]
-    assert runs[-1].startswith("VAE widened from mini's: block_out_channels (64, 128, 128, 128) -> (64, 128, 256, 256)")
+    assert runs[-1].startswith("VAE widened from mini's: block_out_channels (64, 128, 256, 256) -> (64, 128, 256, 512)")
 
 
 def test_training_chroma_is_the_colourfulness_validate_measures():
@@ -311,14 +336,14 @@ def test_training_script_builds_a_vae_of_other_widths(tmp_path):
 
 def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(tmp_path):
     """--unet-from: every UNet and image-encoder weight of the shipped model is copied but those that read or write the
-    32-channel latents; a UNet that has trained is refused with one line."""
+    64-channel latents (the shipped model's: 32); a UNet that has trained is refused with one line."""
     shipped = BUILTIN_MODELS["mini"].folder
     result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
-                                                 "--latent-channels", "32", "--unet-from", str(shipped), "--vae-minutes",
+                                                 "--latent-channels", "64", "--unet-from", str(shipped), "--vae-minutes",
                                                  "0.001", "--vae-batch", "1", "--workers", "0"])
     assert result.exit_code == 0, result.output
     trained, original = load_pipeline(str(tmp_path / "out")), load_pipeline("mini")
-    assert trained.unet.conv_in.in_channels == 64 and trained.unet.conv_out.out_channels == 32
+    assert trained.unet.conv_in.in_channels == 128 and trained.unet.conv_out.out_channels == 64
     assert torch.equal(trained.unet.conv_in.bias, original.unet.conv_in.bias)
     assert torch.equal(trained.unet.mid_block.resnets[0].spatial_res_block.conv1.weight,
                        original.unet.mid_block.resnets[0].spatial_res_block.conv1.weight)
@@ -393,12 +418,9 @@ def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypat
     assert exports[-1] == ("mini", {"overwrite": True, "cache_branches": ()})
 
 
-def test_colour_in_view_tells_a_zoom_from_a_colour_drift():
+def test_colour_in_view_tells_a_zoom_from_a_colour_drift(mini_goals):
     """bench/mini_goals.py's colour-over-time beside the issue's: a perfect zoom into chelsea's colourful centre raises
     the frames' colourfulness against the whole photo's, not against what the camera shows; a fading colour does both."""
-    spec = importlib.util.spec_from_file_location("mini_goals", EXAMPLE.parents[1] / "bench" / "mini_goals.py")
-    mini_goals = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mini_goals)
     photo = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((128, 128), Image.LANCZOS))
     zoom = mini_goals.zoomed(photo, mean_flow=2.0, frames=8)
     assert mini_goals.worst(mini_goals.colour_against_input(zoom, photo)) > 1.1
