@@ -163,6 +163,10 @@ def widen_vae(vae: AutoencoderKLTemporalDecoder, state: dict[str, torch.Tensor])
                 key = f"{name}.{projection}.{part}"
                 if key in widened:
                     widened[key] = factor * rotation @ widened[key]
+    lost = [key for key in state if key not in target]
+    if lost:  # a doubled block feeding a kept, once wider one: the kept block's resnet no longer has a shortcut
+        raise ValueError(f"these widths drop {len(lost)} of the saved VAE's weights ({lost[0]}, ...): double the block "
+                         "after a doubled one too")
     vae.load_state_dict(widened)
     return vae
 
@@ -348,6 +352,10 @@ def new_vae_widths(vae_channels: str | None, resuming: bool, init: Path | None) 
         if not all(new in (old, 2 * old) for old, new in zip(saved, widths)):
             raise typer.BadParameter(f"--vae-channels widens --init's VAE ({','.join(map(str, saved))}): keep or double "
                                      f"each width, not {vae_channels}")
+        if any(old[0] != old[1] and new[0] == new[1] for old, new in zip(zip(saved, saved[1:]), zip(widths, widths[1:]))):
+            raise typer.BadParameter(f"--vae-channels {vae_channels} doubles a block of --init's VAE "
+                                     f"({','.join(map(str, saved))}) but keeps the wider one after it, whose learned "
+                                     "shortcut would be lost: double that one too")
     return widths
 
 

@@ -278,10 +278,18 @@ def test_widened_vae_computes_what_the_saved_one_did(widths):
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in shipped.parameters())
 
 
-def test_widening_keeps_or_doubles_each_width():
+def test_widening_keeps_or_doubles_each_width(tmp_path):
     shipped = load_pipeline("mini", torch_dtype=torch.float32).vae
     with pytest.raises(ValueError, match="kept or doubled"):
         widen_vae(AutoencoderKLTemporalDecoder(**{**shipped.config, "block_out_channels": (64, 128, 192, 256)}), shipped.state_dict())
+    # 64,128,256,256 -> 128,256,256,256: the third block's resnet had a learned shortcut (128 -> 256) and would lose it
+    with pytest.raises(ValueError, match="double the block after a doubled one too"):
+        widen_vae(AutoencoderKLTemporalDecoder(**{**shipped.config, "block_out_channels": (128, 256, 256, 256)}), shipped.state_dict())
+    result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"), "--init",
+                                                 str(BUILTIN_MODELS["mini"].folder), "--vae-channels", "128,256,256,256"])
+    message = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "learned shortcut would be lost" in message and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_training_script_refuses_an_init_that_is_not_a_pipeline(tmp_path):
