@@ -1,0 +1,63 @@
+"""How much svd-mini's colour over time depends on the seed: mini_goals' in-view measure over several seeds.
+
+python bench/mini_colour_seeds.py NAME=FOLDER [NAME=FOLDER ...] [--seeds 5] [--out mini_colour_seeds]   (CPU, ~1.5 min per model)
+
+mini_goals measures each held-out photo at one seed (42); this measures the worst frame's colourfulness against the
+input in the camera's view (`colour_in_view`) at seeds 0..N-1, same settings, so a goal met or missed at one seed can
+be told from one met or missed at most. Writes bench/results/OUT.{json,md}.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save  # noqa: E402
+from mini_goals import GOALS, SETTINGS, colour_in_view, worst  # noqa: E402
+from mini_vae_check import PHOTOS, held_out_pixels, to_uint8  # noqa: E402
+
+from svdtool.models import load_pipeline  # noqa: E402
+from svdtool.runtime import generate, load_image  # noqa: E402
+
+
+def measure(folder: str, seeds: int) -> dict[str, list[float]]:
+    pipeline = load_pipeline(folder, torch.float32)
+    sources = {name: to_uint8(pixels) for name, pixels in held_out_pixels().items()}
+    return {name: [round(worst(colour_in_view(generate(pipeline, load_image(path), replace(SETTINGS, seed=seed),
+                                                       show_progress=False).frames, sources[name])), 3)
+                   for seed in range(seeds)]
+            for name, path in PHOTOS.items()}
+
+
+def markdown(results: dict[str, dict[str, list[float]]], seeds: int, info: dict) -> str:
+    bound = GOALS["colour_over_time"]
+    lines = [f"# svd-mini colour over time against the input in the camera's view, seeds 0-{seeds - 1}",
+             "", f"128x128x8, 25 steps, bucket 127, PyTorch fp32 on {info['cpu']}. Each cell: the worst frame's ratio, "
+             f"lowest-highest over the seeds, and how many seeds keep it within ±{bound:.0%}.", "",
+             "| model | " + " | ".join(PHOTOS) + " |", "|---|" + "---|" * len(PHOTOS)]
+    for name, photos in results.items():
+        cells = [f"×{min(r)}–×{max(r)} ({sum(abs(v - 1) <= bound for v in r)}/{seeds})" for r in photos.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    out = argv[argv.index("--out") + 1] if "--out" in argv else "mini_colour_seeds"
+    seeds = int(argv[argv.index("--seeds") + 1]) if "--seeds" in argv else 5
+    models = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    if not models:
+        raise SystemExit(__doc__)
+    info = machine()
+    results = {name: measure(folder, seeds) for name, folder in models.items()}
+    means = {name: {photo: round(float(np.mean(r)), 3) for photo, r in photos.items()} for name, photos in results.items()}
+    save(out, {"machine": info, "settings": SETTINGS.as_dict(), "seeds": list(range(seeds)), "models": results,
+               "means": means}, markdown(results, seeds, info))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
