@@ -168,9 +168,9 @@ def table(tag: str, work: Path = typer.Option(WORK, help="a work folder brought 
                     row["svd_xt"][name] = {key: result[key]["median"] for key in ("video_s", "unet_step_s", "vae_decode_per_frame_s")}
         rows.append(row)
     here = machine()
-    host = next(iter(benches.values()))["cpu"] if benches else here
-    result = {"machine": here if host["model"] == here["cpu"] else {"cpu": host["model"], "isa": host["isa"],
-                                                                     "int8_dot_product": host["int8_dot_product"]},
+    host = next(iter(benches.values()))["cpu"] if benches else None  # no svd-xt benches: svd-mini's half, measured here
+    result = {"machine": here if host is None or host["model"] == here["cpu"] else {"cpu": host["model"], "isa": host["isa"],
+                                                                                  "int8_dot_product": host["int8_dot_product"]},
               "note": note, "benches": {name: {"settings": b["settings"], "repeat": b["repeat"]} for name, b in benches.items()},
               "rows": rows}
     save(f"pareto_{tag}", result, _markdown(result))
@@ -200,9 +200,10 @@ def _markdown(result: dict) -> str:
              "f32 hint (int8 as a CPU without VNNI computes it). svd-xt speed: `svdtool bench`, random weights, one warm-up "
              "then the median of the timed videos; speed-up against the FP16 IR's default execution.", ""]
     benches = list(result["benches"])
-    header = "| mode | svd-mini native: PSNR mean / worst, verdict, s/video | no-VNNI | "
-    header += " | ".join(f"svd-xt {_bench_label(result['benches'][b])} s/video (speed-up)" for b in benches)
-    header += " | svd-xt UNet step (s) | svd-xt IR (GB) |"
+    with_svd_xt = bool(benches) or any(row["svd_xt_ir_gb"] for row in result["rows"])  # else svd-mini's half alone
+    header = "| mode | svd-mini native: PSNR mean / worst, verdict, s/video | no-VNNI |"
+    header += "".join(f" svd-xt {_bench_label(result['benches'][b])} s/video (speed-up) |" for b in benches)
+    header += " svd-xt UNet step (s) | svd-xt IR (GB) |" if with_svd_xt else ""
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     base = {b: next((r["svd_xt"][b]["video_s"] for r in result["rows"] if r["recipe"] == "fp16" and b in r["svd_xt"]), None)
             for b in benches}
@@ -217,9 +218,10 @@ def _markdown(result: dict) -> str:
             s = row["svd_xt"].get(b)
             cells.append(f"{s['video_s']:.2f} ({base[b] / s['video_s']:.2f}×)" if s and base[b] else
                          "quantize refused: memory" if refused else "–")
-        steps = [f"{row['svd_xt'][b]['unet_step_s']:.2f}" if b in row["svd_xt"] else "–" for b in benches]
-        cells.append(" / ".join(steps) if row["svd_xt"] else "–")
-        cells.append(f"{row['svd_xt_ir_gb']:.2f}" if row["svd_xt_ir_gb"] else "–")
+        if with_svd_xt:
+            steps = [f"{row['svd_xt'][b]['unet_step_s']:.2f}" if b in row["svd_xt"] else "–" for b in benches]
+            cells.append(" / ".join(steps) if row["svd_xt"] else "–")
+            cells.append(f"{row['svd_xt_ir_gb']:.2f}" if row["svd_xt_ir_gb"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
     failed = [f"`{r['recipe']}` {run}: {', '.join(q['failed_checks'])}" for r in result["rows"]
               for run, q in r["mini"].items() if not q["pass"]]
