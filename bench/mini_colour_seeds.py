@@ -1,6 +1,6 @@
 """How much svd-mini's colour over time depends on the seed: mini_goals' in-view measure over several seeds.
 
-python bench/mini_colour_seeds.py NAME=FOLDER [NAME=FOLDER ...] [--seeds 5] [--out mini_colour_seeds]   (CPU, ~1.5 min per model)
+python bench/mini_colour_seeds.py NAME=FOLDER [NAME=FOLDER ...] [--seeds 5] [--out mini_colour_seeds]   (CPU, ~3 min per model)
 
 mini_goals measures each held-out photo at one seed (42); this measures the worst frame's colourfulness against the
 input in the camera's view (`colour_in_view`) at seeds 0..N-1, same settings, so a goal met or missed at one seed can
