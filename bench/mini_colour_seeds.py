@@ -26,12 +26,16 @@ from svdtool.runtime import generate, load_image  # noqa: E402
 
 
 def measure(folder: str, seeds: int) -> dict[str, list[float]]:
+    """Per held-out photo, the worst frame's in-view colour ratio at each seed."""
     pipeline = load_pipeline(folder, torch.float32)
     sources = {name: to_uint8(pixels) for name, pixels in held_out_pixels().items()}
-    return {name: [round(worst(colour_in_view(generate(pipeline, load_image(path), replace(SETTINGS, seed=seed),
-                                                       show_progress=False).frames, sources[name])), 3)
-                   for seed in range(seeds)]
-            for name, path in PHOTOS.items()}
+    ratios: dict[str, list[float]] = {}
+    for name, path in PHOTOS.items():
+        image = load_image(path)
+        for seed in range(seeds):
+            frames = generate(pipeline, image, replace(SETTINGS, seed=seed), show_progress=False).frames
+            ratios.setdefault(name, []).append(round(worst(colour_in_view(frames, sources[name])), 3))
+    return ratios
 
 
 def markdown(results: dict[str, dict[str, list[float]]], seeds: int, info: dict) -> str:
