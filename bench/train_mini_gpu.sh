@@ -58,12 +58,13 @@
 # 128 clips now train 1.65x the clips of 64, not 2x). Its price is each call's first step (VAE 103 s, UNet 251 s), so
 # it pays in runs of several minutes. `speed` itself runs about 13 minutes, mostly compiling: start it as a job, as
 # the training (a call that ran it in the foreground ended before it did and returned nothing).
-# MOTION (zoom), LR (4e-4) and UNET_ANNEAL (set: on) are the UNet stage's --motion, --lr and --unet-anneal: svd-mini
-# v2's UNet run 10,475 -> 13,356 steps was `resume` with the first two from the random-motion model, as `train_mini
+# CASTS is --colour-casts (both stages). MOTION (zoom), LR (4e-4) and UNET_ANNEAL (set: on) are the UNet stage's
+# --motion, --lr and --unet-anneal: svd-mini v2's UNet run 10,475 -> 13,356 steps was `resume` with the first two from the random-motion model, as `train_mini
 # --init` of a carried folder; c32k's (bench/results/mini_research.md) was NAME=c32jd INIT=c32jd COMPILE=default
 # UNET_BATCH=128 UNET_ANNEAL=1 resume OUT 0 18, one background job; v3's UNet NAME=c32kw2 INIT=c32kw2 and the same
 # settings, resume OUT 0 19; v4's NAME=v3 INIT=v3 (v3 copied to .mini/v3), resume OUT 0 18: the job packed unet/,
-# image_encoder/, training.json and loss.json as 15 MB parts and ran `check` after it, 22 device minutes in all.
+# image_encoder/, training.json and loss.json as 15 MB parts and ran `check` after it, 22 device minutes in all; v5's
+# NAME=v5c INIT=v4 CASTS=0.75 and the same settings, resume OUT 0 19, then the same packing and `check`: 24 minutes.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared
@@ -81,7 +82,8 @@ resume() {  # VAE minutes, UNet minutes
     --vae-batch "${VAE_BATCH:-16}" --vae-part "${VAE_PART:-all}" --motion "${MOTION:-zoom}" --lr "${LR:-4e-4}" --vae-lr "${VAE_LR:-4e-4}" \
     --vae-pool "${VAE_POOL:-0}" ${VAE_LAYERS:+--vae-layers $VAE_LAYERS} --vae-mse "${VAE_MSE:-0}" --vae-chroma "${VAE_CHROMA:-0}" \
     ${VAE_MOSAICS:+--vae-mosaics $VAE_MOSAICS} ${VAE_LEAVES:+--vae-leaves $VAE_LEAVES} ${VAE_ANNEAL:+--vae-anneal} ${UNET_ANNEAL:+--unet-anneal} \
-    ${UNET_FROM:+--unet-from $UNET_FROM} ${VAE_CROP:+--vae-crop $VAE_CROP} ${COMPILE:+--compile $COMPILE} >> "$out/train_$name.log" 2>&1
+    ${UNET_FROM:+--unet-from $UNET_FROM} ${VAE_CROP:+--vae-crop $VAE_CROP} ${COMPILE:+--compile $COMPILE} \
+    ${CASTS:+--colour-casts $CASTS} >> "$out/train_$name.log" 2>&1
   $check $cache/mini/$name --json "$out/vae_check_$name.json" 2>> "$out/train_$name.log"
 }
 

@@ -39,12 +39,14 @@ MOSAIC_SHARE = 0.25  # clips whose canvas is a mosaic of four whole photos, unle
 @dataclass(frozen=True)
 class SceneMix:
     """What the clips' backgrounds are: a share `mosaics` mosaics of four whole photos (the rest a third each photo
-    crops, noise textures and patterns), then a share `leaves` of all clips dead-leaves scenes instead. Both need
-    render_clips' photos (without them every canvas is a texture or a pattern). Shares other than the defaults draw
-    more numbers, so only the default mix renders the stream earlier runs trained on."""
+    crops, noise textures and patterns), then a share `leaves` of all clips dead-leaves scenes instead; a share `casts`
+    of the photo canvases under a colour cast (`_colour_cast`). All need render_clips' photos (without them every
+    canvas is a texture or a pattern). Shares other than the defaults draw more numbers, so only the default mix
+    renders the stream earlier runs trained on."""
 
     mosaics: float = MOSAIC_SHARE
     leaves: float = 0.0
+    casts: float = 0.0
 
 
 @dataclass
@@ -156,6 +158,17 @@ def _colour_jitter(draw: _Draw, images: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", matrix, images).clamp(-1, 1)
 
 
+def _colour_cast(draw: _Draw, images: torch.Tensor, spread: float = 0.25) -> torch.Tensor:
+    """A random white-balance error per image: each RGB channel (in [0, 1]) scaled by exp(u - mean(u)), u uniform in
+    ±s and s uniform in [0, `spread`], so the brightness stays and greys take a tint from none to clear. Half the
+    bundled photos are grey, which hue and saturation jitter keep grey: without casts few clips lie between grey and
+    colourful (mean Lab chroma: 14 % below 2, 7 % in 2-8), where near-grey inputs (china: 11) lie."""
+    strength = draw.uniform(images.shape[0], 1, high=spread)
+    log_gain = draw.uniform(images.shape[0], 3, low=-1, high=1) * strength
+    gain = torch.exp(log_gain - log_gain.mean(1, keepdim=True))[:, :, None, None]
+    return ((images + 1) * gain - 1).clamp(-1, 1)
+
+
 def _mosaic(draw: _Draw, photos: torch.Tensor) -> torch.Tensor:
     """A canvas of 2x2 photos, each a random 60-100 % crop shrunk to CLIP_SIZE: a clip then shows whole photos at
     the detail density of a photo resized to the clip (the held-out inputs' scale), where a single crop is 2.5x
@@ -194,6 +207,9 @@ def _backgrounds(draw: _Draw, n: int, photos: torch.Tensor | None, mix: SceneMix
                 crop = crop.flip(-1)
             crops.append(crop[torch.randperm(3, generator=draw.generator).to(draw.device)])
         canvas = torch.where((kind >= 2)[:, None, None, None], _colour_jitter(draw, torch.stack(crops)), canvas)
+        if mix.casts:
+            cast = (kind >= 2) & (draw.uniform(n) < mix.casts)
+            canvas = torch.where(cast[:, None, None, None], _colour_cast(draw, canvas), canvas)
         if mix.leaves:
             chosen = torch.nonzero(draw.uniform(n) < mix.leaves).flatten()
             if len(chosen):

@@ -392,6 +392,8 @@ def main(
                                       "whole photos, at the detail density of the pipeline's inputs"),
     vae_leaves: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the VAE's clips showing dead-leaves scenes "
                                      "(ellipses of every size, coloured and textured by the colour photos)"),
+    colour_casts: float = typer.Option(0.0, min=0.0, max=1.0, help="share of both stages' photo clips under a random "
+                                       "colour cast (white-balance error): faint tints between grey and colourful"),
     vae_part: str = typer.Option("all", help="what the VAE stage trains: all; decoder (the latents, and the UNet trained on "
                                  "them, stay valid); encoder (the decoder and the scaling factor stay: the UNet's latents "
                                  "decode as before, its condition latents shift)"),
@@ -468,6 +470,7 @@ def main(
         runs.append(f"UNet + image encoder started from {unet_from.name}'s, but {', '.join(kept) or 'nothing'}")
     for model in models.values():
         model.to(device)
+    casts_note = f", colour casts on {colour_casts:g} of photo clips" if colour_casts else ""
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
     print(f"device {device}; resumed steps {steps}; parameters (M):",
           {name: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for name, m in models.items()}, flush=True)
@@ -481,7 +484,7 @@ def main(
         if saved and "vae_optimizer" in saved and vae_part == "all":
             optimizer.load_state_dict(saved["vae_optimizer"])
         seed = 1_000_000 + steps["vae"] * 7919
-        mix = SceneMix(vae_mosaics, vae_leaves)
+        mix = SceneMix(vae_mosaics, vae_leaves, colour_casts)
         batches = (pooled_clip_batches(vae_batch, vae_pool, seed, device, workers, motion, mix) if vae_pool
                    else clip_batches(vae_batch, seed, device, workers, motion, mix))
         batches = itertools.chain([next(batches)], batches)  # render the pool before the clock starts
@@ -492,7 +495,7 @@ def main(
                     f"steps at lr {vae_lr:g}, {vae_batch} clips x {(CLIP_SIZE // vae_crop) ** 2} tiles of {vae_crop} px a step"
                     f"{f' (from {vae_pool:,} clips rendered once)' if vae_pool else ''}, motion={motion}"
                     f"{f', mosaics {vae_mosaics:g}' if vae_mosaics != MOSAIC_SHARE else ''}"
-                    f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}"
+                    f"{f', dead leaves {vae_leaves:g}' if vae_leaves else ''}{casts_note}"
                     f"{', lr decayed linearly to 0' if vae_anneal else ''}{f', loss + {vae_mse:g} x MSE' if vae_mse else ''}"
                     f"{f', loss + {vae_chroma:g} x local Lab chroma L1' if vae_chroma else ''}"
                     f"{f', {vae.config.layers_per_block} layers per block (grown from {grown_from})' if grown_from else ''}")
@@ -527,7 +530,8 @@ def main(
         elif saved is None and init is not None:
             ema.optimization_step = steps["unet"]  # a resumed run's EMA restarts from the saved (EMA) weights
         start = time.time()
-        pool = build_pool(models["vae"], scaling_factor, pool_clips, steps["unet"] * 7919, device, workers, autocast, motion)
+        pool = build_pool(models["vae"], scaling_factor, pool_clips, steps["unet"] * 7919, device, workers, autocast, motion,
+                          SceneMix(casts=colour_casts))
         first = steps["unet"]
         print(f"encoded {pool_clips} clips in {time.time() - start:.0f} s", flush=True)
         generator = torch.Generator(device).manual_seed(steps["unet"])
@@ -538,7 +542,7 @@ def main(
         unet.eval()
         encoder.eval()
         runs.append(f"UNet + image encoder: {first:,} -> {steps['unet']:,} steps at lr {lr:g}, {unet_batch} clips a step "
-                    f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}{', lr decayed linearly to 0' if unet_anneal else ''}")
+                    f"(a pool of {pool_clips:,}), EMA 0.999, motion={motion}{casts_note}{', lr decayed linearly to 0' if unet_anneal else ''}")
         unet_optimizer_state = optimizer.state_dict()
     elif saved and "ema" in saved:
         ema = ema_for(models["unet"].parameters())

@@ -98,10 +98,10 @@ class LatentPool:
 
 @torch.no_grad()
 def build_pool(vae: AutoencoderKLTemporalDecoder, scaling_factor: float, clips: int, seed: int, device: str,
-               workers: int, autocast, motion: Motion) -> LatentPool:
+               workers: int, autocast, motion: Motion, mix: SceneMix = SceneMix()) -> LatentPool:
     """Render `clips` clips (batch k of the stream is render_clips(seed + k)) and encode them once, in bf16."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("latents", "condition", "noise_aug", "first_frames", "buckets")}
-    stream = clip_batches(min(64, clips), seed, device, workers, motion)
+    stream = clip_batches(min(64, clips), seed, device, workers, motion, mix)
     while sum(len(b) for b in parts["buckets"]) < clips:
         frames, buckets = next(stream)
         batch, num_frames = frames.shape[:2]

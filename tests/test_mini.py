@@ -101,15 +101,31 @@ def test_scenes_are_reproducible_and_labelled_by_motion(motion):
         assert spearmanr(measured, first.motion_bucket_id.numpy()).statistic > 0.5  # Farneback underestimates flat textures
 
 
-@pytest.mark.parametrize("mix", [SceneMix(mosaics=1.0), SceneMix(leaves=1.0)])
+@pytest.mark.parametrize("mix", [SceneMix(mosaics=1.0), SceneMix(leaves=1.0), SceneMix(casts=1.0)])
 def test_other_scene_mixes_are_drawn_only_when_asked(mix):
-    """--vae-mosaics and --vae-leaves: the default mix renders the stream earlier runs trained on; another mix renders
+    """--vae-mosaics, --vae-leaves and --colour-casts: the default mix renders the stream earlier runs trained on; another mix renders
     other, still reproducible, clips."""
     photos = photo_bank()
     default = render_clips(5, 8, 8, photos).frames
     assert torch.equal(render_clips(5, 8, 8, photos, mix=SceneMix(MOSAIC_SHARE, 0.0)).frames, default)
     other = render_clips(5, 8, 8, photos, mix=mix).frames
     assert torch.equal(render_clips(5, 8, 8, photos, mix=mix).frames, other) and not torch.equal(other, default)
+
+
+def test_colour_casts_tint_grey_photos_and_keep_their_brightness():
+    """--colour-casts: the grey photos' clips take faint tints, from none to clear (mean Lab chroma 0-30), their
+    brightness kept; the clips that are not photos (textures, patterns) are left as they were."""
+    from svdtool.validate.metrics import colourfulness
+
+    photos = photo_bank()
+    grey = photos[(photos - photos.mean(1, keepdim=True)).abs().mean((1, 2, 3)) < 0.01]
+    plain, cast = (render_clips(3, 32, 1, grey, motion="zoom", mix=mix).frames[:, 0] for mix in (SceneMix(), SceneMix(casts=1.0)))
+    photo = (plain - plain.mean(1, keepdim=True)).abs().amax((1, 2, 3)) < 1e-6  # grey crops and mosaics; the rest coloured
+    assert 5 <= int(photo.sum()) < 32
+    chroma = np.array([colourfulness(to_uint8(clip[None])) for clip in cast[photo]])
+    assert chroma.max() < 30 and np.mean(chroma > 2) > 0.6 and chroma.min() < 8, chroma.round(1)
+    assert torch.allclose(cast[photo].mean((1, 2, 3)), plain[photo].mean((1, 2, 3)), atol=0.03)  # clips' brightness
+    assert torch.equal(cast[~photo], plain[~photo])
 
 
 def test_dead_leaves_are_colourful_occluding_shapes_of_every_size():
@@ -181,7 +197,8 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=BUILTIN_MODELS["mini"].folder, vae_minutes=0.01, unet_minutes=0.01,
                vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="decoder", latent_channels=4,
                vae_layers=3, vae_pool=2, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=1.0, vae_chroma=1.0,
-               unet_anneal=True, vae_mosaics=0.75, vae_leaves=0.5, vae_channels=None, unet_from=None, compile_mode=None)
+               unet_anneal=True, vae_mosaics=0.75, vae_leaves=0.5, colour_casts=0.5, vae_channels=None, unet_from=None,
+               compile_mode=None)
     trained, shipped = load_pipeline(str(out)), load_pipeline("mini")
     assert trained.vae.config.scaling_factor == shipped.vae.config.scaling_factor  # decoder-only keeps the latents
     assert trained.vae.config.layers_per_block == shipped.vae.config.layers_per_block + 1
@@ -197,7 +214,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     train_mini(out=out, state=tmp_path / "state", init=None, vae_minutes=0.01, unet_minutes=0.01, vae_batch=1, vae_crop=64,
                unet_batch=1, lr=1e-4, vae_lr=1e-4, vae_part="encoder", latent_channels=4, vae_layers=None, vae_pool=0,
                workers=0, pool_clips=4, motion="zoom", vae_anneal=False, vae_mse=0.0, vae_chroma=0.0, vae_mosaics=MOSAIC_SHARE,
-               unet_anneal=False, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
+               unet_anneal=False, vae_leaves=0.0, colour_casts=0.0, vae_channels=None, unet_from=None, compile_mode=None)
     retrained = load_pipeline(str(out))
     assert retrained.vae.config.scaling_factor == shipped.vae.config.scaling_factor
     assert torch.equal(retrained.vae.decoder.conv_in.weight, trained.vae.decoder.conv_in.weight)
@@ -208,10 +225,12 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][:len(shipped_runs)] == shipped_runs and len(record["runs"]) == len(shipped_runs) + 4  # 2 per call
     assert record["runs"][-4].startswith("VAE decoder only") and record["runs"][-2].startswith("VAE encoder only")
     assert "(from 2 clips rendered once)" in record["runs"][-4] and "3 layers per block (grown from 2)" in record["runs"][-4]
-    assert "mosaics 0.75, dead leaves 0.5, lr decayed linearly to 0, loss + 1 x MSE, loss + 1 x local Lab chroma L1" in record["runs"][-4]
+    assert ("mosaics 0.75, dead leaves 0.5, colour casts on 0.5 of photo clips, lr decayed linearly to 0, loss + 1 x MSE, "
+            "loss + 1 x local Lab chroma L1") in record["runs"][-4]
     assert "mosaics" not in record["runs"][-2] and "leaves" not in record["runs"][-2] and "MSE" not in record["runs"][-2]
-    assert "chroma" not in record["runs"][-2]
-    assert record["runs"][-3].endswith("motion=zoom, lr decayed linearly to 0") and record["runs"][-1].endswith("motion=zoom")
+    assert "chroma" not in record["runs"][-2] and "casts" not in record["runs"][-2]
+    assert record["runs"][-3].endswith("motion=zoom, colour casts on 0.5 of photo clips, lr decayed linearly to 0")
+    assert record["runs"][-1].endswith("motion=zoom")
 
 
 def test_fitted_latents_decode_closer_than_the_encoders():
@@ -375,7 +394,8 @@ def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
     shipped = BUILTIN_MODELS["mini"].folder
     options = dict(init=shipped, vae_batch=1, vae_crop=64, unet_batch=1, lr=1e-4, vae_lr=1e-4, latent_channels=4,
                    vae_layers=None, vae_pool=0, workers=0, pool_clips=4, motion="zoom", vae_anneal=True, vae_mse=0.0, vae_chroma=0.0,
-                   unet_anneal=False, vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, vae_channels=None, unet_from=None, compile_mode=None)
+                   unet_anneal=False, vae_mosaics=MOSAIC_SHARE, vae_leaves=0.0, colour_casts=0.0, vae_channels=None,
+                   unet_from=None, compile_mode=None)
     train_mini(out=tmp_path / "unet", state=tmp_path / "unet_state", vae_minutes=0, unet_minutes=0.01, vae_part="all", **options)
     train_mini(out=tmp_path / "decoder", state=tmp_path / "decoder_state", vae_minutes=0.01, unet_minutes=0,
                vae_part="decoder", **options)
