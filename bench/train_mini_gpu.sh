@@ -59,8 +59,8 @@
 # it pays in runs of several minutes. `speed` itself runs about 13 minutes, mostly compiling: start it as a job, as
 # the training (a call that ran it in the foreground ended before it did and returned nothing).
 # CASTS is --colour-casts (both stages). MOTION (zoom), LR (4e-4) and UNET_ANNEAL (set: on) are the UNet stage's
-# --motion, --lr and --unet-anneal: svd-mini v2's UNet run 10,475 -> 13,356 steps was `resume` with the first two from the random-motion model, as `train_mini
-# --init` of a carried folder; c32k's (bench/results/mini_research.md) was NAME=c32jd INIT=c32jd COMPILE=default
+# --motion, --lr and --unet-anneal: svd-mini v2's UNet run 10,475 -> 13,356 steps was `resume` with the first two
+# from the random-motion model, as `train_mini --init` of a carried folder; c32k's (bench/results/mini_research.md) was NAME=c32jd INIT=c32jd COMPILE=default
 # UNET_BATCH=128 UNET_ANNEAL=1 resume OUT 0 18, one background job; v3's UNet NAME=c32kw2 INIT=c32kw2 and the same
 # settings, resume OUT 0 19; v4's NAME=v3 INIT=v3 (v3 copied to .mini/v3), resume OUT 0 18: the job packed unet/,
 # image_encoder/, training.json and loss.json as 15 MB parts and ran `check` after it, 22 device minutes in all; v5's

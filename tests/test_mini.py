@@ -103,8 +103,8 @@ def test_scenes_are_reproducible_and_labelled_by_motion(motion):
 
 @pytest.mark.parametrize("mix", [SceneMix(mosaics=1.0), SceneMix(leaves=1.0), SceneMix(casts=1.0)])
 def test_other_scene_mixes_are_drawn_only_when_asked(mix):
-    """--vae-mosaics, --vae-leaves and --colour-casts: the default mix renders the stream earlier runs trained on; another mix renders
-    other, still reproducible, clips."""
+    """--vae-mosaics, --vae-leaves and --colour-casts: the default mix renders the stream earlier runs trained on;
+    another mix renders other, still reproducible, clips."""
     photos = photo_bank()
     default = render_clips(5, 8, 8, photos).frames
     assert torch.equal(render_clips(5, 8, 8, photos, mix=SceneMix(MOSAIC_SHARE, 0.0)).frames, default)
