@@ -2,7 +2,7 @@
 values of the temporal decoder's last colour-mixing layer (where v1 lost its colour).
 
 python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents] [--capacity]
-    [--tiles]
+    [--tiles] [--pale]
 
 Each FOLDER is a diffusers SVD pipeline folder (or its `vae/`). Held-out photos (bench/heldout/, none of them in
 the training data): chelsea and coffee (scikit-image), china and flower (scikit-learn, CC BY 2.0) and grace_hopper
@@ -19,6 +19,9 @@ alone (CAPACITY_STEPS Adam steps on their MSE) and decodes them again. An upper 
 photos and can store five of them in its weights, so a high score does not show that the latents hold their detail
 (bench/results/mini_vae_plateau.md), and it is never a model to ship.
 `--tiles`: each photo also reconstructed as four 64 px tiles, each encoded and decoded alone, as training shows them.
+`--pale`: each photo also reconstructed with its Lab chroma scaled by each of CHROMA_SCALES first (paler and more
+colourful versions of it), and its colourfulness kept at each: v5's VAE greyed faint colour (a quarter of chelsea's
+chroma came back at x0.67), which a colourful photo's own ratio hides (chelsea's x1.00).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ TARGET_PSNR = 26.0
 FIT_STEPS = 150
 CAPACITY_STEPS = 300
 NOISE_DRAWS = 4
+CHROMA_SCALES = (0.25, 0.5, 2.0)
 
 
 def held_out_pixels(size: int = SIZE) -> dict[str, torch.Tensor]:
@@ -64,6 +68,16 @@ def load_vae(folder: Path, device: str) -> AutoencoderKLTemporalDecoder:
 def reconstruct(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> torch.Tensor:
     """`pixels` (N, 3, H, W) encoded to the posterior's mode and decoded as still frames."""
     return vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=1).sample
+
+
+def chroma_scaled(pixels: torch.Tensor, scale: float) -> torch.Tensor:
+    """`pixels` (1, 3, H, W) in [-1, 1] with their CIELAB chroma (a*, b*) scaled by `scale`, lightness kept."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = rgb2lab(to_uint8(pixels) / 255.0)
+    lab[..., 1:] *= scale
+    rgb = np.clip(lab2rgb(lab), 0, 1)
+    return torch.from_numpy(rgb * 2 - 1).permute(2, 0, 1)[None].float().to(pixels.device)
 
 
 def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
@@ -155,7 +169,7 @@ def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
 
 
 def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: bool = False,
-          tiles: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+          tiles: bool = False, pale: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     from svdtool.validate.metrics import colourfulness, psnr_per_frame
 
     vae = load_vae(folder, device).requires_grad_(False)
@@ -174,12 +188,23 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
             rows[name].update(fitted_latent(vae, pixels))
         if tiles:
             rows[name]["psnr_tiled_64"] = psnr(tiled_reconstruction(vae, pixels), pixels)
+        if pale:
+            rows[name]["colourfulness_ratio_at_chroma_scale"] = {}
+            for scale in CHROMA_SCALES:
+                scaled = chroma_scaled(pixels, scale)
+                rebuilt_scaled = to_uint8(reconstruct(vae, scaled))[None]
+                rows[name]["colourfulness_ratio_at_chroma_scale"][str(scale)] = round(
+                    colourfulness(rebuilt_scaled) / max(colourfulness(to_uint8(scaled)[None]), 1e-6), 3)
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
                "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
                "min_colourfulness_ratio": min(r["colourfulness_ratio"] for r in rows.values()),
                "max_colourfulness_ratio": max(r["colourfulness_ratio"] for r in rows.values()),
                "mixing": mixing_spectrum(vae), "photos": rows}
+    if pale:
+        ratios = [r["colourfulness_ratio_at_chroma_scale"] for r in rows.values()]
+        summary["worst_colourfulness_ratio_at_chroma_scale"] = {
+            str(scale): max((r[str(scale)] for r in ratios), key=lambda v: abs(v - 1)) for scale in CHROMA_SCALES}
     if tiles:
         summary["mean_psnr_tiled_64"] = round(float(np.mean([r["psnr_tiled_64"] for r in rows.values()])), 2)
     if fit_latents:
@@ -229,7 +254,8 @@ def main(argv: list[str]) -> None:
     for folder in folders:
         if not ((folder / "vae" / "config.json").is_file() or (folder / "config.json").is_file()):
             sys.exit(f"{folder} is neither an SVD pipeline folder nor its vae/ (no vae/config.json or config.json)")
-    results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv, "--tiles" in argv) for folder in folders]
+    results = [check(folder, device, "--fit-latents" in argv, "--capacity" in argv, "--tiles" in argv, "--pale" in argv)
+               for folder in folders]
     for summary, _ in results:
         print(f"{summary['folder']}: {summary['latent_channels']} latent channels, {summary['parameters_m']} M, "
               f"PSNR {summary['mean_psnr']} dB, colourfulness x{summary['min_colourfulness_ratio']}-{summary['max_colourfulness_ratio']}, "
@@ -241,6 +267,9 @@ def main(argv: list[str]) -> None:
                   f"of the latents'): encoded {summary['mean_psnr_with_posterior_noise']} dB, fitted "
                   f"{summary['mean_psnr_fitted_latent_with_posterior_noise']} dB; training photos "
                   f"{summary['training_photos_psnr']}", file=sys.stderr)
+        if "worst_colourfulness_ratio_at_chroma_scale" in summary:
+            print(f"  colourfulness kept, worst photo, with its chroma scaled by "
+                  f"{summary['worst_colourfulness_ratio_at_chroma_scale']}", file=sys.stderr)
         if "mean_psnr_tiled_64" in summary:
             print(f"  as 64 px tiles stitched: {summary['mean_psnr_tiled_64']} dB", file=sys.stderr)
         if "mean_psnr_decoder_trained_on_them" in summary:

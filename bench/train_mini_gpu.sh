@@ -65,6 +65,9 @@
 # settings, resume OUT 0 19; v4's NAME=v3 INIT=v3 (v3 copied to .mini/v3), resume OUT 0 18: the job packed unet/,
 # image_encoder/, training.json and loss.json as 15 MB parts and ran `check` after it, 22 device minutes in all; v5's
 # NAME=v5c INIT=v4 CASTS=0.75 and the same settings, resume OUT 0 19, then the same packing and `check`: 24 minutes.
+# v6's decoder: NAME=v6a INIT=v5 VAE_PART=decoder VAE_LR=2e-4 VAE_ANNEAL=1 VAE_POOL=4096 CASTS=0.75 COMPILE=default
+# WORKERS=7 resume OUT 15 0 under `taskset -c 0-7`, beside NAME=v6b (the same with VAE_CHROMA=3) on cores 8-15, one
+# background job; then `check` of the one that kept colour best at >= 26 dB, and its vae/ packed: 19 minutes.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared

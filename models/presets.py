@@ -213,7 +213,7 @@ def _weights_sha256(folder: Path) -> str:
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "mini": BuiltinModel(
         name="mini",
-        description="svd-mini v5: a 41.4M-parameter SVD trained on procedural clips (128x128, 8 frames, camera zoom; models/train_mini.py)",
+        description="svd-mini v6: a 41.4M-parameter SVD trained on procedural clips (128x128, 8 frames, camera zoom; models/train_mini.py)",
         folder=Path(__file__).parent / "mini",
         defaults=GenerationDefaults(num_frames=8, height=128, width=128, num_inference_steps=25),
     ),
