@@ -21,7 +21,9 @@ photos and can store five of them in its weights, so a high score does not show 
 `--tiles`: each photo also reconstructed as four 64 px tiles, each encoded and decoded alone, as training shows them.
 `--pale`: each photo also reconstructed with its Lab chroma scaled by each of CHROMA_SCALES first (paler and more
 colourful versions of it), and its colourfulness kept at each: v5's VAE greyed faint colour (a quarter of chelsea's
-chroma came back at x0.67), which a colourful photo's own ratio hides (chelsea's x1.00).
+chroma came back at x0.67), which a colourful photo's own ratio hides (chelsea's x1.00). Beside it, two controls: the
+colourfulness a Gaussian blur of BLUR_SIGMA px keeps (lost detail alone), and how far the photo's latent lies from
+its grey version's, in posterior standard deviations (median over latent pixels): whether the latent holds the colour.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,6 +50,7 @@ FIT_STEPS = 150
 CAPACITY_STEPS = 300
 NOISE_DRAWS = 4
 CHROMA_SCALES = (0.25, 0.5, 2.0)
+BLUR_SIGMA = 1.0
 
 
 def held_out_pixels(size: int = SIZE) -> dict[str, torch.Tensor]:
@@ -78,6 +82,14 @@ def chroma_scaled(pixels: torch.Tensor, scale: float) -> torch.Tensor:
     lab[..., 1:] *= scale
     rgb = np.clip(lab2rgb(lab), 0, 1)
     return torch.from_numpy(rgb * 2 - 1).permute(2, 0, 1)[None].float().to(pixels.device)
+
+
+@torch.no_grad()
+def grey_latent_distance(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor) -> float:
+    """How far `pixels`' latent lies from that of their grey version (chroma 0), in the posterior's standard
+    deviations: the median over latent pixels of the scaled distance across channels."""
+    posterior, grey = vae.encode(pixels).latent_dist, vae.encode(chroma_scaled(pixels, 0.0)).latent_dist
+    return round(float(((posterior.mean - grey.mean) / posterior.std).pow(2).sum(1).sqrt().median()), 2)
 
 
 def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
@@ -195,6 +207,9 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
                 rebuilt_scaled = to_uint8(reconstruct(vae, scaled))[None]
                 rows[name]["colourfulness_ratio_at_chroma_scale"][str(scale)] = round(
                     colourfulness(rebuilt_scaled) / max(colourfulness(to_uint8(scaled)[None]), 1e-6), 3)
+            blurred = cv2.GaussianBlur(original, (0, 0), BLUR_SIGMA)
+            rows[name]["colourfulness_ratio_blurred"] = round(colourfulness(blurred[None]) / colourfulness(original[None]), 3)
+            rows[name]["grey_latent_distance"] = grey_latent_distance(vae, pixels)
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
                "mean_psnr": round(float(np.mean([r["psnr"] for r in rows.values()])), 2),
