@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
-from mini_goals import GOALS, SETTINGS, colour_in_view, worst  # noqa: E402
-from mini_vae_check import PHOTOS, held_out_pixels, to_uint8  # noqa: E402
+from mini_goals import GOALS, SETTINGS, colour_in_view  # noqa: E402
+from mini_vae_check import PHOTOS, held_out_pixels, to_uint8, worst  # noqa: E402
 
 from svdtool.models import load_pipeline  # noqa: E402
 from svdtool.runtime import generate, load_image  # noqa: E402

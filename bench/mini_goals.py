@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, save  # noqa: E402
-from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8  # noqa: E402
+from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8, worst  # noqa: E402
 
 from svdtool.models import load_pipeline  # noqa: E402
 from svdtool.runtime import GenerationSettings, generate, load_image  # noqa: E402
@@ -116,11 +116,6 @@ def colour_in_view(frames: np.ndarray, source: np.ndarray, motions: list[np.ndar
         view = cv2.warpAffine(source, motion, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         ratios.append(colourfulness(frame[None]) / max(colourfulness(view[None]), 1e-6))
     return ratios
-
-
-def worst(ratios) -> float:
-    """The ratio farthest from 1."""
-    return max(ratios, key=lambda r: abs(r - 1))
 
 
 def zoomed(image: np.ndarray, mean_flow: float, frames: int) -> np.ndarray:

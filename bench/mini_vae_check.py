@@ -92,6 +92,18 @@ def grey_latent_distance(vae: AutoencoderKLTemporalDecoder, pixels: torch.Tensor
     return round(float(((posterior.mean - grey.mean) / posterior.std).pow(2).sum(1).sqrt().median()), 2)
 
 
+def colour_ratio(rebuilt: np.ndarray, original: np.ndarray) -> float:
+    """Colourfulness (mean Lab chroma) of `rebuilt` over that of `original`, (H, W, 3) uint8 images."""
+    from svdtool.validate.metrics import colourfulness
+
+    return round(colourfulness(rebuilt[None]) / max(colourfulness(original[None]), 1e-6), 3)
+
+
+def worst(ratios) -> float:
+    """The ratio farthest from 1."""
+    return max(ratios, key=lambda r: abs(r - 1))
+
+
 def psnr(decoded: torch.Tensor, pixels: torch.Tensor) -> float:
     from svdtool.validate.metrics import psnr_per_frame
 
@@ -182,7 +194,7 @@ def mixing_spectrum(vae: AutoencoderKLTemporalDecoder) -> dict:
 
 def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: bool = False,
           tiles: bool = False, pale: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    from svdtool.validate.metrics import colourfulness, psnr_per_frame
+    from svdtool.validate.metrics import psnr_per_frame
 
     vae = load_vae(folder, device).requires_grad_(False)
     rows, reconstructions = {}, {}
@@ -194,21 +206,17 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
         rows[name] = {
             "psnr": psnr(decoded, pixels),
             "psnr_rgb": [round(float(psnr_per_frame(rebuilt[None, ..., c], original[None, ..., c])[0]), 2) for c in range(3)],
-            "colourfulness_ratio": round(colourfulness(rebuilt[None]) / max(colourfulness(original[None]), 1e-6), 3),
+            "colourfulness_ratio": colour_ratio(rebuilt, original),
         }
         if fit_latents:
             rows[name].update(fitted_latent(vae, pixels))
         if tiles:
             rows[name]["psnr_tiled_64"] = psnr(tiled_reconstruction(vae, pixels), pixels)
         if pale:
-            rows[name]["colourfulness_ratio_at_chroma_scale"] = {}
-            for scale in CHROMA_SCALES:
-                scaled = chroma_scaled(pixels, scale)
-                rebuilt_scaled = to_uint8(reconstruct(vae, scaled))[None]
-                rows[name]["colourfulness_ratio_at_chroma_scale"][str(scale)] = round(
-                    colourfulness(rebuilt_scaled) / max(colourfulness(to_uint8(scaled)[None]), 1e-6), 3)
-            blurred = cv2.GaussianBlur(original, (0, 0), BLUR_SIGMA)
-            rows[name]["colourfulness_ratio_blurred"] = round(colourfulness(blurred[None]) / colourfulness(original[None]), 3)
+            scaled = {str(scale): chroma_scaled(pixels, scale) for scale in CHROMA_SCALES}
+            rows[name]["colourfulness_ratio_at_chroma_scale"] = {
+                scale: colour_ratio(to_uint8(reconstruct(vae, photo)), to_uint8(photo)) for scale, photo in scaled.items()}
+            rows[name]["colourfulness_ratio_blurred"] = colour_ratio(cv2.GaussianBlur(original, (0, 0), BLUR_SIGMA), original)
             rows[name]["grey_latent_distance"] = grey_latent_distance(vae, pixels)
     summary = {"folder": str(folder), "latent_channels": vae.config.latent_channels,
                "parameters_m": round(sum(p.numel() for p in vae.parameters()) / 1e6, 2),
@@ -219,7 +227,7 @@ def check(folder: Path, device: str, fit_latents: bool = False, capacity_bound: 
     if pale:
         ratios = [r["colourfulness_ratio_at_chroma_scale"] for r in rows.values()]
         summary["worst_colourfulness_ratio_at_chroma_scale"] = {
-            str(scale): max((r[str(scale)] for r in ratios), key=lambda v: abs(v - 1)) for scale in CHROMA_SCALES}
+            str(scale): worst(r[str(scale)] for r in ratios) for scale in CHROMA_SCALES}
     if tiles:
         summary["mean_psnr_tiled_64"] = round(float(np.mean([r["psnr_tiled_64"] for r in rows.values()])), 2)
     if fit_latents:
