@@ -19,12 +19,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from mini_vae_check import PHOTOS  # noqa: E402
 
-from svdtool.models import load_pipeline  # noqa: E402
+from svdtool.models import BUILTIN_MODELS, load_pipeline  # noqa: E402
 from svdtool.runtime import GenerationSettings, generate, load_image  # noqa: E402
 from svdtool.validate.metrics import psnr_per_frame  # noqa: E402
 
-SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, fps=7, motion_bucket_id=127,
-                              noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0, decode_chunk_size=8)
+SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, decode_chunk_size=8).resolved(
+    BUILTIN_MODELS["mini"].defaults)  # svd-mini's own defaults: bucket 127, guidance 1.0 -> 2.5, seed 42
 RECORDED_STEPS = (0, 6, 12, 18, 24)
 
 

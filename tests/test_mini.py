@@ -27,6 +27,7 @@ from svdtool.runtime import GenerationSettings, generate
 from svdtool.validate.metrics import colourfulness, grayscale, psnr_per_frame, video_metrics, warp_error_and_motion
 
 EXAMPLE = BUILTIN_MODELS["mini"].folder.parents[1] / "examples" / "chelsea.jpg"
+HELD_OUT = EXAMPLE.parents[1] / "bench" / "heldout"  # photos training never saw: chelsea, china, coffee, flower, grace_hopper
 
 
 def test_mini_is_builtin_trained_and_small():
@@ -58,19 +59,20 @@ def mini_goals():
     return module
 
 
-@pytest.mark.parametrize("name", ["chelsea", "coffee"])
-def test_mini_video_starts_at_the_photo_and_keeps_its_colour(mini_torch, mini_goals, name):
-    """Issue #12's goals at 8 steps: frame 0 is the conditioning photo (>= 22 dB, as the pipeline resizes it), and every
-    frame keeps the colourfulness of the photo as that frame's camera shows it within 15 % (v1's videos were grey-green:
+@pytest.mark.parametrize("name,steps", [("chelsea", 8), ("coffee", 8), ("grace_hopper", 25)])
+def test_mini_video_starts_at_the_photo_and_keeps_its_colour(mini_torch, mini_goals, name, steps):
+    """Issue #12's goals: frame 0 is the conditioning photo (>= 22 dB, as the pipeline resizes it), and every frame
+    keeps the colourfulness of the photo as that frame's camera shows it within 15 % (v1's videos were grey-green:
     14-19 dB, x0.44-0.76). Against the whole photo instead, a perfect zoom into chelsea's colourful centre at bucket
     127 already reaches x1.16 (the ceiling in bench/results/mini_goals*.md), so that measure cannot tell colour kept
-    from colour drifting; the test below shows this one can."""
+    from colour drifting; the test below shows this one can. grace_hopper (held out) at 25 steps: guidance ramped to
+    SVD's 3.0 reddens her face to x1.16 there, svd-mini's default 2.5 keeps x1.12 (at 8 steps both stay within)."""
     from diffusers.video_processor import VideoProcessor
 
-    image = Image.open(EXAMPLE.with_name(f"{name}.jpg")).convert("RGB")
+    image = Image.open(HELD_OUT / f"{name}.jpg").convert("RGB")
     pixels = VideoProcessor(vae_scale_factor=8).preprocess(image, 128, 128)[0]
     photo = ((pixels.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-    frames = _video(mini_torch, 127, image=image)
+    frames = _video(mini_torch, 127, steps, image=image)
     assert psnr_per_frame(frames[:1], photo[None])[0] >= 22
     ratios = mini_goals.colour_in_view(frames, photo)
     assert all(abs(ratio - 1) <= 0.15 for ratio in ratios), ratios
@@ -241,6 +243,7 @@ def test_training_script_resumes_from_the_shipped_model(tmp_path):
     assert record["runs"][-1].endswith("motion=zoom")
 
 
+@pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_fitted_latents_decode_closer_than_the_encoders():
     vae = load_pipeline("mini", torch_dtype=torch.float32).vae.eval().requires_grad_(False)
     frames = render_clips(7, 2, 1, photo_bank()).frames[:, 0]
@@ -254,6 +257,7 @@ def test_fitted_latents_decode_closer_than_the_encoders():
     assert (error(fit_latents(vae, frames, 4, contextlib.nullcontext())) < error(encoded)).all()  # each frame's own
 
 
+@pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_encoder_fit_keeps_the_decoder_and_records_the_run(tmp_path):
     out = tmp_path / "fitted"
     result = CliRunner().invoke(fit_encoder_app, ["--init", str(BUILTIN_MODELS["mini"].folder), "--out", str(out),
@@ -360,6 +364,7 @@ def test_training_script_checks_vae_channels_before_loading(tmp_path, option):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_training_script_builds_a_vae_of_other_widths(tmp_path):
     result = CliRunner().invoke(train_mini_app, ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
                                                  "--vae-channels", "32,64,64,64", "--vae-minutes", "0.001",
@@ -369,6 +374,7 @@ def test_training_script_builds_a_vae_of_other_widths(tmp_path):
     assert config["block_out_channels"] == [32, 64, 64, 64] and config["layers_per_block"] == 2
 
 
+@pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(tmp_path):
     """--unet-from: every UNet and image-encoder weight of the shipped model is copied but those that read or write the
     64-channel latents (the shipped model's: 32); a UNet that has trained is refused with one line."""
@@ -391,6 +397,7 @@ def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(
     assert "Traceback" not in refused.output and not (tmp_path / "again").exists()
 
 
+@pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
     """bench/mini_merge.py (`train_mini_gpu.sh split`): the UNet of one run, the VAE of a decoder-only run from the same
     model, one training record; a VAE whose encoder differs is refused before anything is written."""

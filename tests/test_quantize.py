@@ -59,7 +59,9 @@ def test_int8_folder_generates(int8_dir, image_file):
     assert frames.shape == (4, 64, 64, 3) and frames.std() > 0
 
 
-@pytest.mark.parametrize("mode,unet_class", [("hybrid", "int8"), ("w8", "int8-weights"), ("w4", "int4-weights")])
+@pytest.mark.parametrize("mode,unet_class", [  # hybrid and w4 (about 50 and 35 s): `pytest -m slow`
+    pytest.param("hybrid", "int8", marks=pytest.mark.slow), ("w8", "int8-weights"),
+    pytest.param("w4", "int4-weights", marks=pytest.mark.slow)])
 def test_other_modes(tiny_ir_fp16, calib_dir, tmp_path, image_file, mode, unet_class):
     manifest = quantize(tiny_ir_fp16, tmp_path / mode, str(calib_dir), options=QuantizeOptions(mode=mode), samples=4,
                         calib_settings=FAST)
