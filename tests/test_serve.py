@@ -31,16 +31,21 @@ SMALL = {"frames": "4", "steps": "3", "height": "64", "width": "64", "seed": "42
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+def _as_a_background_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell does to `svdtool serve &`
+
+
 @contextlib.contextmanager
-def running_service(model, *options: str):
-    """A real `svdtool serve` process on a free loopback port, up (health answers) until the block ends."""
+def running_service(model, *options: str, stop: int = signal.SIGTERM):
+    """A real `svdtool serve` process on a free loopback port, up (health answers) until the block ends; started with
+    SIGINT ignored, as a script's background job is, then stopped by `stop`, which must shut it down cleanly."""
     pytest.importorskip("ray.serve")
     port = free_port()
     # The console goes to a file: a pipe nobody reads fills up over a module's requests, and the server then blocks
     # on its next line ("stopping ...") until the teardown's timeout kills it.
     console = tempfile.TemporaryFile("w+")
     process = subprocess.Popen([sys.executable, "-m", "svdtool.cli", "serve", str(model), "--port", str(port), *options],
-                               stdout=console, stderr=subprocess.STDOUT, text=True)
+                               stdout=console, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_a_background_job)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -53,18 +58,22 @@ def running_service(model, *options: str):
     try:
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
-            process.wait(timeout=60)
+            code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+            code = None
+        console.seek(0)
+        output = console.read()
+        assert code == 0 and "stopped" in output, f"{signal.Signals(stop).name} did not stop the service: {output[-500:]}"
         console.close()
 
 
 @pytest.fixture(scope="module")
 def service(tiny_ir_fp32):
     with running_service(tiny_ir_fp32, "--replicas", "2", "--cpus-per-replica", "1", "--token", TOKEN, "--max-queue", "1",
-                         "--max-steps", "12") as url:
+                         "--max-steps", "12", stop=signal.SIGINT) as url:  # Ctrl-C; the autoscale case: SIGTERM
         yield url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Optional
 
@@ -54,6 +55,7 @@ def serve(
         console.print(f"[green]serving[/] {model} at {url} ({f'{scale[0]}-{scale[1]}' if scale else replicas} replicas); "
                       f"try it at {url}/ — Ctrl-C stops")
         try:
+            _stop_on_signals()
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:  # how a server is meant to stop: not an interruption
@@ -63,3 +65,11 @@ def serve(
         console.print("[green]stopped[/]")
 
     run_command(work, verbose)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (kill, docker stop, systemd) both end the wait, so that Serve and Ray are shut down, even when
+    the server was started with SIGINT ignored (as a non-interactive shell starts a background job: `svdtool serve &`)
+    or Ray's start-up took the signals over."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)  # raises KeyboardInterrupt
