@@ -68,6 +68,9 @@
 # v6's decoder: NAME=v6a INIT=v5 VAE_PART=decoder VAE_LR=2e-4 VAE_ANNEAL=1 VAE_POOL=4096 CASTS=0.75 COMPILE=default
 # WORKERS=7 resume OUT 15 0 under `taskset -c 0-7`, beside NAME=v6b (the same with VAE_CHROMA=3) on cores 8-15, one
 # background job; then `check` of the one that kept colour best at >= 26 dB, and its vae/ packed: 19 minutes.
+# v7's UNet (zoom clips labelled by the flow their video shows): NAME=v7 INIT=v6a and v5's settings, resume OUT 0 15,
+# one background job that packed unet/, image_encoder/, training.json and loss.json; then `check` in a call of its
+# own, as it rewrites models/mini, which each call's copy of the tree replaces: 22 minutes in all.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared

@@ -5,8 +5,8 @@ photos bundled with scikit-image, multi-octave noise textures, stripes and gradi
 scenes coloured and textured by those photos. With `motion="random"` the
 camera pans, zooms and rotates over them in a random mix and direction while 0-3 shaded shapes move on their own;
 with `motion="zoom"` the camera only zooms in on the centre, so the motion is a function of its strength alone. The
-mean per-pixel displacement (px/frame, known exactly from the motion) sets `motion_bucket_id`, as optical-flow
-magnitude does in SVD.
+mean per-pixel displacement in the clip's own pixels (px/frame, known exactly from the motion) sets
+`motion_bucket_id`, as optical-flow magnitude does in SVD.
 
 Written with torch (affine grids + `grid_sample`) rather than OpenCV so a batch renders on the training GPU.
 """
@@ -277,35 +277,61 @@ def _camera_motion(draw: _Draw, n: int, motion: Motion) -> torch.Tensor:
     return torch.stack([direction, mix[:, 0] * 2.0, mix[:, 1] * 0.02 * zoom_sign, mix[:, 2] * 0.025 * spin_sign], 1)
 
 
-def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int, stride: int = 1) -> torch.Tensor:
-    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2); with `stride`, only every
-    stride-th pixel's (the centres of stride x stride cells), enough to measure the camera's mean flow."""
-    coords = torch.arange((stride - 1) / 2, CLIP_SIZE, stride, dtype=torch.float32, device=motion.device) - (CLIP_SIZE - 1) / 2
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    t = torch.arange(frames, dtype=torch.float32, device=motion.device)[None, :, None, None]
+def _camera(motion: torch.Tensor, strength: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The camera at times `t` (T,): scale, angle and shift (x, y) of the map from a pixel of the clip (relative to its
+    centre) to the canvas, each (n, T, 1, 1)."""
+    t = t[None, :, None, None]
     direction, pan, zoom, spin = (motion[:, i, None, None, None] for i in range(4))
     k = strength[:, None, None, None]
-    scale = torch.exp(-zoom * k * t)
-    angle = spin * k * t
+    return torch.exp(-zoom * k * t), spin * k * t, pan * k * torch.cos(direction) * t, pan * k * torch.sin(direction) * t
+
+
+def _pixel_grid(stride: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip's pixel centres relative to its centre, (y, x) of (H, W) each; with `stride`, every stride-th pixel's
+    (the centres of stride x stride cells)."""
+    coords = torch.arange((stride - 1) / 2, CLIP_SIZE, stride, dtype=torch.float32, device=device) - (CLIP_SIZE - 1) / 2
+    return torch.meshgrid(coords, coords, indexing="ij")
+
+
+def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int, stride: int = 1) -> torch.Tensor:
+    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2); with `stride`, only every
+    stride-th pixel's."""
+    ys, xs = _pixel_grid(stride, motion.device)
+    scale, angle, shift_x, shift_y = _camera(motion, strength, torch.arange(frames, dtype=torch.float32, device=motion.device))
     cos, sin = torch.cos(angle), torch.sin(angle)
-    x = scale * (cos * xs - sin * ys) + pan * k * torch.cos(direction) * t
-    y = scale * (sin * xs + cos * ys) + pan * k * torch.sin(direction) * t
+    x = scale * (cos * xs - sin * ys) + shift_x
+    y = scale * (sin * xs + cos * ys) + shift_y
     return torch.stack([x, y], dim=-1) + (CANVAS_SIZE - 1) / 2
 
 
-def _mean_step(grids: torch.Tensor) -> torch.Tensor:
-    return (grids[:, 1:] - grids[:, :-1]).norm(dim=-1).mean(dim=(1, 2, 3))
+def _camera_flow(motion: torch.Tensor, strength: torch.Tensor, frames: int, stride: int = 1) -> torch.Tensor:
+    """Per step between frames, how far (px) the scene point each output pixel shows moves in the clip: the optical
+    flow a viewer sees, (n, frames-1, H, W); with `stride`, only every stride-th pixel's.
+
+    Measured in the clip's pixels, not the canvas's: as the camera zooms in, one clip pixel covers less canvas, so a
+    zoom at a constant rate moves the picture steadily while its canvas steps shrink. Measured on the canvas, bucket
+    127's zoom clips moved 1.21x and bucket 255's 1.58x the flow their bucket stands for, and svd-mini learned that.
+    """
+    ys, xs = _pixel_grid(stride, motion.device)
+    times = torch.arange(frames - 1, dtype=torch.float32, device=motion.device)
+    scale, angle, shift_x, shift_y = _camera(motion, strength, times)
+    next_scale, next_angle, next_x, next_y = _camera(motion, strength, times + 1)
+    # The canvas point shown at (xs, ys) now, then where the next frame shows it (the next camera's map inverted).
+    x = scale * (torch.cos(angle) * xs - torch.sin(angle) * ys) + shift_x - next_x
+    y = scale * (torch.sin(angle) * xs + torch.cos(angle) * ys) + shift_y - next_y
+    cos, sin = torch.cos(next_angle), torch.sin(next_angle)
+    next_xs, next_ys = (cos * x + sin * y) / next_scale, (-sin * x + cos * y) / next_scale
+    return torch.hypot(next_xs - xs, next_ys - ys)
 
 
 def _camera_strength(camera: torch.Tensor, target: torch.Tensor, frames: int, iterations: int = 6) -> torch.Tensor:
-    """Per clip, the strength whose camera moves `target` px/frame on average over the clip. A zoom's steps shrink
-    as it magnifies, so the first step's flow overstates the clip's (aimed by it, zoom clips reached bucket 196 at
-    most): fixed-point steps on the clip's measured mean flow, which is concave in the strength, converge to it. The
-    flow is measured on every 8th pixel (the camera's motion is smooth: within 0.2 % of all pixels', at 1/64 the cost
-    that otherwise doubled render_clips' time)."""
-    strength = target / _mean_step(_camera_grids(camera, torch.ones_like(target), 2, stride=8)).clamp_min(1e-3)
+    """Per clip, the strength whose camera moves the clip's pixels `target` px/frame on average over the clip: the
+    first step's aim, then fixed-point steps on the clip's mean flow (pans and spins seen through a zoom speed up or
+    slow down over the clip). The flow is measured on every 8th pixel (the camera's motion is smooth: within 0.2 % of
+    all pixels', at 1/64 the cost that otherwise doubled render_clips' time)."""
+    strength = target / _camera_flow(camera, torch.ones_like(target), 2, stride=8).mean(dim=(1, 2, 3)).clamp_min(1e-3)
     for _ in range(iterations if frames > 1 else 0):  # one frame has no steps: its first step's aim is kept
-        mean_flow = _mean_step(_camera_grids(camera, strength, frames, stride=8))
+        mean_flow = _camera_flow(camera, strength, frames, stride=8).mean(dim=(1, 2, 3))
         strength = strength * target / mean_flow.clamp_min(1e-3)
     return strength.clamp(max=20.0)
 
@@ -360,14 +386,14 @@ def render_clips(seed: int, n: int, frames: int = 8, photos: torch.Tensor | None
     target = draw.uniform(n, high=MAX_FLOW) * (draw.uniform(n) > 0.06).float()
     camera_on = (draw.uniform(n) > 0.1).float() if motion == "random" else torch.ones(n, device=draw.device)  # 10 % object-only
     camera = _camera_motion(draw, n, motion)
-    grids = _camera_grids(camera, _camera_strength(camera, target, frames) * camera_on, frames)
+    strength = _camera_strength(camera, target, frames) * camera_on
+    grids = _camera_grids(camera, strength, frames)
     normalised = grids / (CANVAS_SIZE - 1) * 2 - 1
     video = F.grid_sample(
         canvas.repeat_interleave(frames, 0), normalised.reshape(n * frames, size, size, 2),
         mode="bilinear", padding_mode="reflection", align_corners=True,
     ).reshape(n, frames, 3, size, size)
-    camera_flow = (grids[:, 1:] - grids[:, :-1]).norm(dim=-1)  # (n, frames-1, H, W)
-    flow = camera_flow.clone()
+    flow = _camera_flow(camera, strength, frames)  # (n, frames-1, H, W)
 
     if motion == "random":
         _add_moving_shapes(draw, video, flow, target)
