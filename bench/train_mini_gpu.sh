@@ -70,7 +70,7 @@
 # background job; then `check` of the one that kept colour best at >= 26 dB, and its vae/ packed: 19 minutes.
 # v7's UNet (zoom clips labelled by the flow their video shows): NAME=v7 INIT=v6a and v5's settings, resume OUT 0 15,
 # one background job that packed unet/, image_encoder/, training.json and loss.json; then `check` in a call of its
-# own, as it rewrites models/mini, which each call's copy of the tree replaces: 22 minutes in all.
+# own, as it rewrites models/mini, which each call's copy of the tree replaces: 20 minutes in all.
 set -euo pipefail
 stage=$1 out=$2
 cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes when the CPUs are shared
