@@ -213,7 +213,7 @@ def _weights_sha256(folder: Path) -> str:
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "mini": BuiltinModel(
         name="mini",
-        description="svd-mini v6: a 41.4M-parameter SVD trained on procedural clips (128x128, 8 frames, camera zoom; models/train_mini.py)",
+        description="svd-mini v7: a 41.4M-parameter SVD trained on procedural clips (128x128, 8 frames, camera zoom; models/train_mini.py)",
         folder=Path(__file__).parent / "mini",
         # Guidance ramps to 2.5, not SVD's 3.0: svd-mini's conditional model greys colour and guidance restores it,
         # overshooting on a face at 3.0 (bench/mini_colour_seeds.py --guidance; README, svd-mini).

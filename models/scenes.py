@@ -293,14 +293,18 @@ def _pixel_grid(stride: int, device: torch.device) -> tuple[torch.Tensor, torch.
     return torch.meshgrid(coords, coords, indexing="ij")
 
 
-def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int, stride: int = 1) -> torch.Tensor:
-    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2); with `stride`, only every
-    stride-th pixel's."""
-    ys, xs = _pixel_grid(stride, motion.device)
-    scale, angle, shift_x, shift_y = _camera(motion, strength, torch.arange(frames, dtype=torch.float32, device=motion.device))
+def _canvas_points(camera: tuple[torch.Tensor, ...], xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where `camera` (`_camera`'s scale, angle, shift) shows the clip's pixels (xs, ys) on the canvas, relative to its
+    centre."""
+    scale, angle, shift_x, shift_y = camera
     cos, sin = torch.cos(angle), torch.sin(angle)
-    x = scale * (cos * xs - sin * ys) + shift_x
-    y = scale * (sin * xs + cos * ys) + shift_y
+    return scale * (cos * xs - sin * ys) + shift_x, scale * (sin * xs + cos * ys) + shift_y
+
+
+def _camera_grids(motion: torch.Tensor, strength: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per frame, the canvas pixel (x, y) each output pixel shows: (n, frames, H, W, 2)."""
+    ys, xs = _pixel_grid(1, motion.device)
+    x, y = _canvas_points(_camera(motion, strength, torch.arange(frames, dtype=torch.float32, device=motion.device)), xs, ys)
     return torch.stack([x, y], dim=-1) + (CANVAS_SIZE - 1) / 2
 
 
@@ -314,11 +318,10 @@ def _camera_flow(motion: torch.Tensor, strength: torch.Tensor, frames: int, stri
     """
     ys, xs = _pixel_grid(stride, motion.device)
     times = torch.arange(frames - 1, dtype=torch.float32, device=motion.device)
-    scale, angle, shift_x, shift_y = _camera(motion, strength, times)
     next_scale, next_angle, next_x, next_y = _camera(motion, strength, times + 1)
     # The canvas point shown at (xs, ys) now, then where the next frame shows it (the next camera's map inverted).
-    x = scale * (torch.cos(angle) * xs - torch.sin(angle) * ys) + shift_x - next_x
-    y = scale * (torch.sin(angle) * xs + torch.cos(angle) * ys) + shift_y - next_y
+    x, y = _canvas_points(_camera(motion, strength, times), xs, ys)
+    x, y = x - next_x, y - next_y
     cos, sin = torch.cos(next_angle), torch.sin(next_angle)
     next_xs, next_ys = (cos * x + sin * y) / next_scale, (-sin * x + cos * y) / next_scale
     return torch.hypot(next_xs - xs, next_ys - ys)
