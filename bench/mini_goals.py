@@ -6,17 +6,16 @@ Held-out photos: bench/heldout/ (chelsea, coffee, china, flower, grace_hopper). 
 motion_bucket_id 127, seed 42, PyTorch fp32 on the CPU. Per model:
 - VAE reconstruction PSNR and colourfulness (mean Lab chroma) ratio vs the input (bench/mini_vae_check.py);
 - frame 0 of the video vs the input (PSNR): SVD's first frame is the conditioning image;
-- the worst frame's colourfulness ratio vs the input;
-- the last frame warped back to frame 0 by Farneback flow (OpenCV), SSIM with frame 0: a scene that moves keeps it
-  high, one that melts does not. Its ceiling is measured too: each photo zoomed in on its centre at bucket 127's
-  flow, a perfect camera move, scores well below 1 (the zoomed-in frames lose detail and part of frame 0 leaves the
-  view). So, beside it (no goal of the issue's): the last frame warped back by the one affine camera motion that best
-  explains it (Farneback's flow fitted robustly, refined by OpenCV's ECC, between consecutive frames and chained), SSIM
-  over the part of frame 0 still in view -- per-pixel flow warps blotches onto frame 0 as well as a moving scene; one
-  camera motion does not.
-- colour over time has the same flaw: a zoom into a photo's colourful centre raises the frames' colourfulness
-  against the whole input's (the ceiling shows how far). So, beside it (no goal of the issue's): each frame against
-  the input as that frame's camera shows it (the camera motion fitted from frame 0 to the frame, as above).
+- colour over time: each frame's colourfulness against the input's as that frame's camera shows it (the camera
+  motion fitted from frame 0 to the frame, below, applied to the input), every frame within 15 %;
+- motion that moves the scene rather than melting it: the last frame warped back to frame 0 by the one affine camera
+  motion that best explains its optical flow (Farneback's flow fitted robustly, refined by OpenCV's ECC, between
+  consecutive frames and chained), SSIM over the part of frame 0 still in view, >= 0.7 on every photo.
+Beside them, the issue's wording of those two goals, which a perfect camera move fails: colourfulness against the
+whole input (a zoom into a photo's colourful centre raises it), and SSIM with the last frame warped back pixel by pixel
+by Farneback flow over the whole frame (the border of frame 0 leaves the view, and Farneback warps blotches onto frame
+0 as well as it warps a moving scene: the melting video of svd-mini's random-motion model scored as high as a perfect
+zoom, 0.63). The ceiling row measures each on the held-out photos zoomed in at bucket 127's flow.
 Writes bench/results/OUT.{json,md}.
 """
 
@@ -39,6 +38,7 @@ from svdtool.validate.metrics import colourfulness, farneback_flow, grayscale, p
 
 SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, decode_chunk_size=8).resolved(
     BUILTIN_MODELS["mini"].defaults)  # svd-mini's own defaults: bucket 127, guidance 1.0 -> 2.5, seed 42
+MELTING = {"blurred 2 px": {"blur": 2.0}, "smeared 2 px": {"smear": 2.0}}  # the perfect zoom melting by the last frame
 GOALS = {"vae_psnr": 26.0, "vae_colour": 0.10, "frame0_psnr": 22.0, "colour_over_time": 0.15, "warped_ssim": 0.7}
 
 
@@ -144,9 +144,28 @@ def zoomed(image: np.ndarray, mean_flow: float, frames: int) -> np.ndarray:
     return np.stack(clip)
 
 
+def melted(clip: np.ndarray, blur: float = 0.0, smear: float = 0.0, seed: int = 0) -> np.ndarray:
+    """`clip` (T, H, W, 3) losing its detail over time, as a video that melts rather than moves: by the last frame
+    blurred by a Gaussian of `blur` px and displaced by a smooth random field of `smear` px mean length."""
+    import cv2
+
+    frames, height, width = clip.shape[:3]
+    field = cv2.GaussianBlur(np.random.default_rng(seed).normal(size=(height, width, 2)).astype(np.float32), (0, 0), 6)
+    field *= smear / max(float(np.hypot(field[..., 0], field[..., 1]).mean()), 1e-6)
+    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    out = []
+    for t, frame in enumerate(clip):
+        share = t / max(frames - 1, 1)
+        frame = cv2.remap(frame, grid_x + share * field[..., 0], grid_y + share * field[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+        out.append(cv2.GaussianBlur(frame, (0, 0), share * blur) if share * blur > 0 else frame)
+    return np.stack(out)
+
+
 def ceiling() -> dict:
     """What a perfect camera move scores -- each held-out photo zoomed in at bucket 127's flow: both warped SSIMs, and
-    the worst frame's colourfulness against the input's and against the view's."""
+    the worst frame's colourfulness against the input's and against the view's; and what the same zooms score as they
+    melt (MELTING: detail lost or shapes smeared by 2 px by the last frame), both warped SSIMs."""
     flow = bucket_to_flow(SETTINGS.motion_bucket_id)
     sources = {name: to_uint8(pixels) for name, pixels in held_out_pixels().items()}
     clips = {name: zoomed(source, flow, SETTINGS.num_frames) for name, source in sources.items()}
@@ -159,7 +178,17 @@ def ceiling() -> dict:
     return {"mean_flow_px_per_frame": round(flow, 3), "photos": photos, "mean": round(float(np.mean(list(photos.values()))), 3),
             "camera_photos": camera, "camera_mean": round(float(np.mean(list(camera.values()))), 3),
             "colour_photos": colour, "colour_worst": worst(colour.values()),
-            "colour_in_view_photos": in_view, "colour_in_view_worst": worst(in_view.values())}
+            "colour_in_view_photos": in_view, "colour_in_view_worst": worst(in_view.values()),
+            "melting": {name: melting_scores({photo: melted(clip, **how) for photo, clip in clips.items()})
+                        for name, how in MELTING.items()}}
+
+
+def melting_scores(clips: dict[str, np.ndarray]) -> dict:
+    """Both warped SSIMs of clips that melt (`melted`), per photo and on average."""
+    camera = {name: round(camera_warped_ssim(clip, camera_motions(clip)[-1]), 3) for name, clip in clips.items()}
+    pixelwise = {name: round(warped_last_frame_ssim(clip), 3) for name, clip in clips.items()}
+    return {"camera_photos": camera, "camera_mean": round(float(np.mean(list(camera.values()))), 3),
+            "photos": pixelwise, "mean": round(float(np.mean(list(pixelwise.values()))), 3)}
 
 
 def measure(folder: str) -> dict:
@@ -187,13 +216,14 @@ def measure(folder: str) -> dict:
         "colour_in_view_worst": worst(r["colour_in_view_worst"] for r in rows),
         "warped_ssim": round(float(np.mean([r["warped_ssim"] for r in rows])), 3),
         "camera_warped_ssim": round(float(np.mean([r["camera_warped_ssim"] for r in rows])), 3),
+        "camera_warped_ssim_worst": min(r["camera_warped_ssim"] for r in rows),
     }
     summary["met"] = {
         "vae_psnr": summary["vae_psnr"] >= GOALS["vae_psnr"],
         "vae_colour": abs(summary["vae_colour_worst"] - 1) <= GOALS["vae_colour"],
         "frame0_psnr": summary["frame0_psnr"] >= GOALS["frame0_psnr"],
-        "colour_over_time": abs(summary["colour_over_time_worst"] - 1) <= GOALS["colour_over_time"],
-        "warped_ssim": summary["warped_ssim"] >= GOALS["warped_ssim"],
+        "colour_over_time": abs(summary["colour_in_view_worst"] - 1) <= GOALS["colour_over_time"],
+        "warped_ssim": summary["camera_warped_ssim_worst"] >= GOALS["warped_ssim"],
     }
     return {"folder": folder, "summary": summary, "photos": photos}
 
@@ -201,21 +231,26 @@ def measure(folder: str) -> dict:
 def markdown(results: dict[str, dict], ceiling: dict, info: dict) -> str:
     lines = [f"# svd-mini goals (issue #12), {', '.join(PHOTOS)}; 128x128x8, 25 steps, bucket 127, guidance "
              f"1.0 -> {SETTINGS.max_guidance_scale:g}, PyTorch fp32 on {info['cpu']}", "",
-             "| model | VAE PSNR (≥ 26 dB) | VAE chroma, worst ratio (±10 %) | frame 0 vs input (≥ 22 dB) | chroma over time, worst (±15 %) | the same, against the input in the camera's view | last frame warped to frame 0, SSIM (≥ 0.7) | the same, one camera motion |",
+             "| model | VAE PSNR (≥ 26 dB) | VAE chroma, worst ratio (±10 %) | frame 0 vs input (≥ 22 dB) | chroma over time against the input in the camera's view, worst (±15 %) | the same against the whole input (the issue's wording) | last frame warped back by the camera motion, SSIM in view, mean (worst photo ≥ 0.7) | the same warped pixel by pixel by Farneback flow, whole frame (the issue's wording) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         s, met = result["summary"], result["summary"]["met"]
         mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
         lines.append(f"| {name} | {s['vae_psnr']} {mark(met['vae_psnr'])} | ×{s['vae_colour_worst']} {mark(met['vae_colour'])} | "
-                     f"{s['frame0_psnr']} {mark(met['frame0_psnr'])} | ×{s['colour_over_time_worst']} {mark(met['colour_over_time'])} | "
-                     f"×{s['colour_in_view_worst']} | {s['warped_ssim']} {mark(met['warped_ssim'])} | {s['camera_warped_ssim']} |")
-    lines.append(f"| *ceiling: the photos zoomed in at bucket 127's flow* | | | | ×{ceiling['colour_worst']} | "
-                 f"×{ceiling['colour_in_view_worst']} | {ceiling['mean']} | {ceiling['camera_mean']} |")
-    lines += ["", "Per photo (VAE PSNR / frame 0 PSNR / worst chroma ratio, against the input / against the view / warped "
-              "SSIM / camera-warped SSIM):", ""]
+                     f"{s['frame0_psnr']} {mark(met['frame0_psnr'])} | ×{s['colour_in_view_worst']} {mark(met['colour_over_time'])} | "
+                     f"×{s['colour_over_time_worst']} | {s['camera_warped_ssim']} (worst {s['camera_warped_ssim_worst']}) "
+                     f"{mark(met['warped_ssim'])} | {s['warped_ssim']} |")
+    lines.append(f"| *ceiling: the photos zoomed in at bucket 127's flow* | | | | ×{ceiling['colour_in_view_worst']} | "
+                 f"×{ceiling['colour_worst']} | {ceiling['camera_mean']} "
+                 f"(worst {min(ceiling['camera_photos'].values())}) | {ceiling['mean']} |")
+    for name, scores in ceiling["melting"].items():
+        lines.append(f"| *the same zoom melting: {name} by the last frame* | | | | | | {scores['camera_mean']} "
+                     f"(best {max(scores['camera_photos'].values())}) | {scores['mean']} |")
+    lines += ["", "Per photo (VAE PSNR / frame 0 PSNR / worst chroma ratio, against the view / against the input / "
+              "camera-warped SSIM / Farneback-warped SSIM):", ""]
     for name, result in results.items():
-        cells = ", ".join(f"{photo} {r['vae_psnr']} / {r['frame0_psnr']} / ×{r['colour_ratio_worst']} / ×{r['colour_in_view_worst']} / "
-                          f"{r['warped_ssim']} / {r['camera_warped_ssim']}" for photo, r in result["photos"].items())
+        cells = ", ".join(f"{photo} {r['vae_psnr']} / {r['frame0_psnr']} / ×{r['colour_in_view_worst']} / ×{r['colour_ratio_worst']} / "
+                          f"{r['camera_warped_ssim']} / {r['warped_ssim']}" for photo, r in result["photos"].items())
         lines.append(f"- {name}: {cells}")
     lines += ["", f"The ceiling: the photos zoomed in on their centre at bucket 127's flow "
               f"({ceiling['mean_flow_px_per_frame']} px/frame), a perfect camera move, score **{ceiling['mean']}** warped SSIM "
