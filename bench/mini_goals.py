@@ -90,15 +90,15 @@ def camera_motions(frames: np.ndarray) -> list[np.ndarray]:
 
 
 def camera_warped_ssim(frames: np.ndarray, motion: np.ndarray | None = None) -> float:
-    """SSIM of frame 0 with the last frame warped back by the best-fitting affine camera motion (`motion`, else fitted
-    here), over the pixels of frame 0 that the last frame still shows."""
+    """SSIM of frame 0 with the last frame warped back by the best-fitting affine camera motion (`motion`, else
+    `camera_motions`' last), over the pixels of frame 0 that the last frame still shows."""
     import cv2
     from skimage.metrics import structural_similarity
 
     gray = grayscale(frames)
     first, last = gray[0], gray[-1]
     height, width = first.shape
-    matrix = camera_motion(first, last) if motion is None else motion
+    matrix = camera_motions(frames)[-1] if motion is None else motion
     inverse = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     back = cv2.warpAffine(last, matrix, (width, height), flags=inverse)
     seen = cv2.warpAffine(np.ones_like(last), matrix, (width, height), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
@@ -185,7 +185,7 @@ def ceiling() -> dict:
 
 def melting_scores(clips: dict[str, np.ndarray]) -> dict:
     """Both warped SSIMs of clips that melt (`melted`), per photo and on average."""
-    camera = {name: round(camera_warped_ssim(clip, camera_motions(clip)[-1]), 3) for name, clip in clips.items()}
+    camera = {name: round(camera_warped_ssim(clip), 3) for name, clip in clips.items()}
     pixelwise = {name: round(warped_last_frame_ssim(clip), 3) for name, clip in clips.items()}
     return {"camera_photos": camera, "camera_mean": round(float(np.mean(list(camera.values()))), 3),
             "photos": pixelwise, "mean": round(float(np.mean(list(pixelwise.values()))), 3)}

@@ -507,11 +507,7 @@ def test_camera_warped_ssim_tells_a_moving_scene_from_a_melting_one(mini_goals):
     issue's wording), the perfect zoom itself fails 0.7."""
     photo = mini_goals.to_uint8(mini_goals.held_out_pixels()["chelsea"])
     zoom = mini_goals.zoomed(photo, mean_flow=2.0, frames=8)
-
-    def camera_ssim(clip: np.ndarray) -> float:
-        return mini_goals.camera_warped_ssim(clip, mini_goals.camera_motions(clip)[-1])
-
-    assert camera_ssim(zoom) > 0.85
-    assert camera_ssim(mini_goals.melted(zoom, blur=2.0)) < 0.7
-    assert camera_ssim(mini_goals.melted(zoom, smear=2.0)) < 0.7
+    assert mini_goals.camera_warped_ssim(zoom) > 0.85
+    assert mini_goals.camera_warped_ssim(mini_goals.melted(zoom, blur=2.0)) < 0.7
+    assert mini_goals.camera_warped_ssim(mini_goals.melted(zoom, smear=2.0)) < 0.7
     assert mini_goals.warped_last_frame_ssim(zoom) < 0.7
