@@ -1,41 +1,98 @@
-"""Peak RSS and wall time of a whole `svdtool generate` (own process, /usr/bin/time) for IR folders.
+"""Where a generation's memory goes: peak RSS per stage, whole process, and time, for IR folders and memory settings.
 
-Run: python bench/generate_memory.py DIR [DIR ...]  (shape: 256×256, 8 frames, 4 steps, decode chunk 8)
+Each run is its own process (`svdtool.runtime.generate` through the library, so that every stage's peak is known, and
+/usr/bin/time for the process's peak). Variants:
+  before   every part keeps its working memory after its stage (svdtool 0.1.0), both guidance halves batched
+  release  working memory handed back between stages (release_memory), halves batched      [--memory standard]
+  in-turn  release, and the guidance halves one after the other (decoder: all frames at once)
+  low      in-turn, and the VAE decoder 2 frames a chunk                                    [--memory low]
+
+Run: python bench/generate_memory.py DIR [DIR ...] [--height 576 --width 1024 --frames 14 --steps 1] [--variants a,b]
+     [--name NAME]  → bench/results/generate_memory_NAME.{json,md}
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from common import machine, save
 
-ARGS = ["--height", "256", "--width", "256", "--frames", "8", "--steps", "4", "--decode-chunk-size", "8"]
+VARIANTS = {"before": {"release": False, "memory": "standard"}, "release": {"release": True, "memory": "standard"},
+            "in-turn": {"release": True, "memory": "low", "all_frames": True}, "low": {"release": True, "memory": "low"}}
+CHILD = """
+import json, sys
+from pathlib import Path
+from PIL import Image
+import svdtool.runtime.pipeline as pipeline_module
+from svdtool.runtime import generate
+from svdtool.runtime.generate import GenerationSettings
+from svdtool.runtime.loading import load_ov_pipeline
+args = json.loads(sys.argv[1])
+if not args["release"]:
+    pipeline_module.release_memory = lambda part: None
+pipeline, manifest = load_ov_pipeline(args["folder"])
+settings = GenerationSettings(num_frames=args["frames"], height=args["height"], width=args["width"],
+                              num_inference_steps=args["steps"], memory=args["memory"],
+                              decode_chunk_size=args["frames"] if args.get("all_frames") else None)
+result = generate(pipeline, Image.open(args["image"]).convert("RGB"), settings.resolved(manifest["generation_defaults"]),
+                  show_progress=False)
+print("RESULT " + json.dumps({"peak_rss_gb": result.peak_rss_gb, "timings": result.timings,
+                              "decode_chunk_size": result.settings.decode_chunk_size}))
+"""
 
 
-def main(*folders: str) -> None:
-    rows, results = [], {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "args": ARGS, "runs": {}}
+def run(folder: str, variant: str, shape: argparse.Namespace) -> dict:
     image = Path(__file__).parent.parent / "examples" / "astronaut.jpg"
-    for folder in folders:
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            run = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "svdtool.cli", "generate", "-m", folder, "-i", str(image),
-                                  "-o", f"{out}/v.mp4", *ARGS], capture_output=True, text=True)
-            seconds = time.perf_counter() - start
-        if run.returncode != 0:
-            raise SystemExit(run.stderr[-2000:])
-        peak = int(next(l.split(":")[1] for l in run.stderr.splitlines() if "Maximum resident set size" in l)) / 2**20
-        name = Path(folder).name
-        results["runs"][name] = {"peak_rss_gb": round(peak, 2), "wall_seconds": round(seconds, 1)}
-        rows.append(f"| {name} | {peak:.2f} | {seconds:.1f} |")
-    md = "\n".join([f"# Whole `svdtool generate` at 256×256, 8 frames, 4 steps ({results['date']})", "",
-                    f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. Wall time includes start-up, compile and writing the mp4.", "",
-                    "| IR folder | peak RSS (GB) | wall (s) |", "|---|---|---|", *rows, ""])
-    save("generate_memory", results, md)
+    args = {**VARIANTS[variant], "folder": folder, "image": str(image), "height": shape.height, "width": shape.width,
+            "frames": shape.frames, "steps": shape.steps}
+    start = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{folder} {variant}: {done.stderr[-3000:]}")
+    result = json.loads(next(line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")))
+    process_kb = int(next(line.split(":")[1] for line in done.stderr.splitlines() if "Maximum resident set size" in line))
+    return {**result, "process_peak_rss_gb": round(process_kb / 2**20, 2), "wall_seconds": round(seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--height", type=int, default=576)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--frames", type=int, default=14)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--name", default="true_size")
+    shape = parser.parse_args()
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "shape": vars(shape), "runs": []}
+    rows = []
+    for folder in shape.folders:
+        for variant in shape.variants.split(","):
+            measured = run(folder, variant, shape)
+            results["runs"].append({"folder": Path(folder).name, "variant": variant, **measured})
+            peaks, timings = measured["peak_rss_gb"], measured["timings"]
+            rows.append(f"| {Path(folder).name} | {variant} | {measured['decode_chunk_size']} | {peaks.get('compile', 0):.2f} | "
+                        f"{peaks.get('unet', 0):.2f} | {peaks.get('vae_decoder', 0):.2f} | **{measured['process_peak_rss_gb']:.2f}** | "
+                        f"{timings.get('unet', 0) / max(1, shape.steps):.1f} | {timings.get('vae_decoder', 0):.1f} | {measured['wall_seconds']:.0f} |")
+            print(rows[-1], flush=True)
+    cpu = results["machine"]
+    md = [f"# Where `generate`'s memory goes: {shape.height}×{shape.width}, {shape.frames} frames, {shape.steps} step(s) "
+          f"({results['date']})", "",
+          f"Machine: {cpu['cpu']}, {cpu['cores']} cores, {cpu.get('ram_gb', '?')} GB. Command: `python bench/generate_memory.py "
+          f"{' '.join(Path(f).name for f in shape.folders)} --height {shape.height} --width {shape.width} --frames {shape.frames} "
+          f"--steps {shape.steps} --name {shape.name}`. Peak RSS in GB (GiB): per stage (each includes the compiled weights "
+          "resident by then), and the whole process (/usr/bin/time); times in seconds.", "",
+          "| IR | variant | decode chunk | compile | UNet | VAE decoder | process peak | UNet s/step | decode s | wall s |",
+          "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+          *[f"- `{name}`: {line.split(maxsplit=1)[1]}" for name, line in zip(VARIANTS, __doc__.splitlines()[4:8])], ""]
+    save(f"generate_memory_{shape.name}", results, "\n".join(md))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

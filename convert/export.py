@@ -22,6 +22,8 @@ from svdtool.outputs import atomic_output_dir, write_manifest
 from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
 
 from .deepcache import DeepCacheFullWrapper, DeepCacheShallowWrapper, feature_channels
+from .fold import CROSS_ATTENTION_MODES, fold_cross_attention
+from .tokens import KV_DOWNSAMPLE_FACTORS, downsample_top_level_keys
 from .wrappers import (
     ExportShape,
     ImageEncoderWrapper,
@@ -63,17 +65,26 @@ def export(
     via: str = "openvino",
     overwrite: bool = False,
     cache_branches: tuple[int, ...] = (),
+    cross_attention: str = "folded",
+    kv_downsample: int = 1,
 ) -> dict[str, Any]:
     """Export image encoder, VAE encoder, VAE temporal decoder and UNet of `source` to `out_dir`.
 
     `weights` is "fp16" (compressed on save) or "fp32"; `shape` with `static=True` bakes one shape in; `via`
     "onnx" goes torch → ONNX → OpenVINO and keeps the ONNX files under `onnx/`. Each of `cache_branches` adds
-    DeepCache's pair of UNet IRs for that branch under `deepcache/branch_K/` (see deepcache.py). Returns the manifest.
+    DeepCache's pair of UNet IRs for that branch under `deepcache/branch_K/` (see deepcache.py). `cross_attention`
+    "folded" (exact, see fold.py) replaces the UNet's single-key cross-attention by its value projection; "full" traces
+    it as diffusers computes it. `kv_downsample` above 1 gives the top level's spatial self-attention keys and values
+    from every k-th token row and column (ToDo, tokens.py: approximate, faster at large sizes). Returns the manifest.
     """
     if weights not in ("fp16", "fp32"):
         raise SvdtoolError(f"--weights must be fp16 or fp32, not {weights!r}")
     if via not in ("openvino", "onnx"):
         raise SvdtoolError(f"--via must be openvino or onnx, not {via!r}")
+    if cross_attention not in CROSS_ATTENTION_MODES:
+        raise SvdtoolError(f"--cross-attention must be one of {', '.join(CROSS_ATTENTION_MODES)}, not {cross_attention!r}")
+    if kv_downsample not in KV_DOWNSAMPLE_FACTORS:
+        raise SvdtoolError(f"--kv-downsample must be one of {', '.join(map(str, KV_DOWNSAMPLE_FACTORS))} (1 = exact), not {kv_downsample}")
     source = resolve_source(source) if isinstance(source, str) else source
     cache_branches = tuple(sorted(set(cache_branches)))
     if cache_branches:
@@ -100,6 +111,9 @@ def export(
                     torch_parts[module_name] = load_component(source, module_name)
                 module = torch_parts[module_name]
                 config = _component_config(module_name, module)
+                if name == "unet":
+                    folded = fold_cross_attention(module) if cross_attention == "folded" else 0
+                    downsampled = downsample_top_level_keys(module, kv_downsample)
                 ov_model = _convert(name, module, trace_shape, config, via, tmp)
                 if name == "unet":
                     deepcache = _export_deepcache(module, cache_branches, trace_shape, config, tmp, weights)
@@ -128,6 +142,12 @@ def export(
                 "via": via,
                 "shape": {"static": bool(shape and shape.static), **(vars(trace_shape) if shape and shape.static else {})},
                 "generation_defaults": defaults.as_dict(),
+                "attention": {
+                    "cross_attention": cross_attention, "cross_attention_layers_folded": folded,
+                    "kv_downsample": kv_downsample, "kv_downsampled_layers": downsampled,
+                    "why": "cross-attention sees one key (the image embedding): softmax is 1, so attn2 = to_out(to_v(context)) "
+                           "exactly; kv_downsample k > 1: the top level's spatial self-attention takes its keys and values "
+                           "from every k-th token row and column (ToDo, approximate)"},
                 "cpu_requirement": FLOAT_IR_CPU_REQUIREMENT,
                 "components": components,
                 **({"deepcache": deepcache} if cache_branches else {}),

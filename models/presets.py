@@ -40,6 +40,10 @@ class GenerationDefaults:
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
     size_multiple: int = 64  # height and width must be multiples of this (see sources.size_multiple)
+    # Frames the VAE decoder takes at once (None: all). SVD-size models decode 8 at a time, as diffusers' SVD examples
+    # do: at 576x1024 a chunk of 15 or more frames puts over 2**31 elements in one decoder tensor, which OpenVINO's
+    # CPU plugin does not survive (25 frames crashed it), and the decoder's memory grows with the chunk.
+    decode_chunk_size: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -177,7 +181,7 @@ PRESETS: dict[str, Preset] = {
         unet={"num_frames": 14},
         vae=_SVD_VAE,
         image_encoder=_VIT_H_14,
-        defaults=GenerationDefaults(num_frames=14, height=576, width=1024, num_inference_steps=25),
+        defaults=GenerationDefaults(num_frames=14, height=576, width=1024, num_inference_steps=25, decode_chunk_size=8),
     ),
     "svd-xt": Preset(
         name="svd-xt",
@@ -185,7 +189,7 @@ PRESETS: dict[str, Preset] = {
         unet={"num_frames": 25},
         vae=_SVD_VAE,
         image_encoder=_VIT_H_14,
-        defaults=GenerationDefaults(num_frames=25, height=576, width=1024, num_inference_steps=25),
+        defaults=GenerationDefaults(num_frames=25, height=576, width=1024, num_inference_steps=25, decode_chunk_size=8),
     ),
 }
 

@@ -169,7 +169,7 @@ def generation_defaults(source: Source) -> GenerationDefaults:
     if source.kind == "folder" and _trained_mini(Path(source.location)):
         return replace(BUILTIN_MODELS["mini"].defaults, size_multiple=multiple)
     return GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
-                              num_inference_steps=25, size_multiple=multiple)
+                              num_inference_steps=25, size_multiple=multiple, decode_chunk_size=8)
 
 
 def _trained_mini(folder: Path) -> bool:

@@ -123,6 +123,10 @@ class DeepCacheRunner:
                     model.reshape(self.exported_shapes[kind])
                     self.compiled[kind] = self.core.compile_model(model, self.device, self.ov_config)
 
+    def release_memory(self) -> None:
+        for compiled in self.compiled.values():
+            compiled.release_memory()
+
     def __call__(self, inputs: dict[str, Any], step: int) -> np.ndarray:
         self.compile()
         if step in self.full_steps or self.cached is None:

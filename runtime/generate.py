@@ -16,6 +16,14 @@ from PIL import Image
 
 from svdtool.console import make_progress
 from svdtool.errors import SvdtoolError
+from svdtool.memory import StagePeaks
+
+# How a generation spends memory (not what it makes, except the decoder's chunk): "standard" batches the two guidance
+# halves through the UNet and decodes all frames at once unless --decode-chunk-size says otherwise; "low" runs the
+# halves one after the other (half the UNet's working memory) and decodes LOW_DECODE_CHUNK frames at a time (the
+# decoder's working memory grows with its chunk; bench/results/generate_memory_*.md).
+MEMORY_MODES = ("standard", "low")
+LOW_DECODE_CHUNK = 2
 from svdtool.models import GenerationDefaults
 
 
@@ -34,14 +42,18 @@ class GenerationSettings:
     max_guidance_scale: float | None = None
     decode_chunk_size: int | None = None
     seed: int = 42
+    memory: str = "standard"  # MEMORY_MODES: "low" runs the guidance halves in turn and decodes LOW_DECODE_CHUNK frames at a time
 
     def resolved(self, defaults: GenerationDefaults | dict[str, Any]) -> "GenerationSettings":
         """Fill unset fields from the model's `defaults`, then check the values are possible for that model."""
         defaults = defaults.as_dict() if isinstance(defaults, GenerationDefaults) else defaults
         filled = {key: defaults.get(key) if value is None else value for key, value in asdict(self).items()}
         settings = GenerationSettings(**filled)
-        if settings.decode_chunk_size is None:
-            settings = replace(settings, decode_chunk_size=settings.num_frames)
+        if settings.memory not in MEMORY_MODES:
+            raise SvdtoolError(f"--memory must be one of {', '.join(MEMORY_MODES)}, not {settings.memory!r}")
+        if self.decode_chunk_size is None and settings.num_frames:  # the user's chunk, else the mode's, else the model's
+            chunk = LOW_DECODE_CHUNK if settings.memory == "low" else settings.decode_chunk_size or settings.num_frames
+            settings = replace(settings, decode_chunk_size=min(chunk, settings.num_frames))
         settings.check(defaults.get("size_multiple", 64))
         return settings
 
@@ -68,6 +80,7 @@ class GenerationSettings:
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = asdict(self)
         kwargs.pop("seed")
+        kwargs.pop("memory")
         return kwargs
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,22 +92,30 @@ class GenerationResult:
     frames: np.ndarray  # uint8 [F, H, W, 3]
     settings: GenerationSettings
     timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_gb: dict[str, float] = field(default_factory=dict)  # this process's peak RSS in each stage, and overall
 
 
 @contextmanager
-def stage_timer(pipeline: Any, on_decode: Callable[[], None] | None = None) -> Iterator[dict[str, float]]:
-    """Time each component call inside `with` by wrapping it on the instance; CUDA work is synchronised."""
+def stage_timer(pipeline: Any, on_decode: Callable[[], None] | None = None,
+                memory: StagePeaks | None = None) -> Iterator[dict[str, float]]:
+    """Time each component call inside `with` by wrapping it on the instance; CUDA work is synchronised. With `memory`,
+    its samples are filed under the stage running (the rest of diffusers' `__call__` under "pipeline")."""
     timings: dict[str, float] = defaultdict(float)
     targets = [(pipeline.image_encoder, "forward", "image_encoder"), (pipeline.unet, "forward", "unet"),
                (pipeline.vae, "encode", "vae_encoder"), (pipeline.vae, "decode", "vae_decoder")]
 
     def timed(function: Callable, stage: str) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if memory is not None:
+                memory.stage = stage
             start = time.perf_counter()
             result = function(*args, **kwargs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             timings[stage] += time.perf_counter() - start
+            if memory is not None:
+                memory.sample()
+                memory.stage = "pipeline"
             timings[f"{stage}_calls"] += 1
             if stage == "vae_decoder" and on_decode:
                 on_decode()
@@ -141,8 +162,21 @@ def generate(
 ) -> GenerationResult:
     """Run diffusers' `__call__` on a PyTorch or an OpenVINO (`OVStableVideoDiffusionPipeline`) pipeline, from the
     noise of `seeded_noise`: CUDA, CPU and OpenVINO runs of one model, in any dtype, start from identical noise.
-    `on_step(n)` is told after each denoising step (n = steps done), e.g. for a service's job progress."""
-    fit_shapes(pipeline, settings)
+    `on_step(n)` is told after each denoising step (n = steps done), e.g. for a service's job progress. The result
+    carries each stage's peak RSS: "compile" (shaping and compiling for these settings), one per component call, and
+    "pipeline" (diffusers' own work between them)."""
+    with StagePeaks() as memory:
+        memory.stage = "compile"
+        fit_shapes(pipeline, settings)
+        memory.sample()
+        memory.stage = "pipeline"
+        result = _generate(pipeline, image, settings, show_progress, on_step, memory)
+    result.peak_rss_gb = {**memory.peaks_gb, "overall": round(memory.peak_gb, 3)}
+    return result
+
+
+def _generate(pipeline: Any, image: Image.Image, settings: GenerationSettings, show_progress: bool,
+              on_step: Callable[[int], None] | None, memory: StagePeaks) -> GenerationResult:
     generator, latents = seeded_noise(pipeline, settings)
     num_frames = settings.num_frames
     pipeline.set_progress_bar_config(disable=True)
@@ -159,7 +193,8 @@ def generate(
             return callback_kwargs
 
         start = time.perf_counter()
-        with torch.inference_mode(), clip_at_its_size(pipeline), stage_timer(pipeline, lambda: progress.advance(decode)) as timings:
+        with (torch.inference_mode(), clip_at_its_size(pipeline),
+              stage_timer(pipeline, lambda: progress.advance(decode), memory) as timings):
             frames = pipeline(
                 image,
                 **settings.pipeline_kwargs(),
@@ -195,6 +230,7 @@ def fit_shapes(pipeline: Any, settings: GenerationSettings) -> None:
     """OpenVINO pipelines: a dynamic IR is shaped for these settings (faster); one the user fixed must match them."""
     if not hasattr(pipeline, "vae_decoder"):  # only OpenVINO pipelines have shapes to fit
         return
+    pipeline.guidance_in_turn = settings.memory == "low"
     pipeline.fit(settings.height, settings.width, settings.num_frames, settings.decode_chunk_size,
                  guided=settings.max_guidance_scale > 1)
     chunk = pipeline.vae_decoder.model.input("latent_sample").get_partial_shape()[0]

@@ -11,12 +11,23 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Iterator
 
+import openvino as ov
 import torch
 from diffusers.utils import BaseOutput
 from optimum.intel.openvino.modeling_diffusion import OVModelUnet, OVModelVae, OVModelVaeDecoder, OVPipelinePart
 from transformers.modeling_outputs import ModelOutput
 
 OV_XML = "openvino_model.xml"  # each part's IR file in its folder (optimum-intel's layout)
+
+
+def release_memory(part: OVPipelinePart) -> None:
+    """Hand a compiled part's working memory (activations, scratch) back to the system; its weights stay compiled
+    and the next call allocates again. Used between stages: the UNet's buffers are not needed while decoding."""
+    if isinstance(part.request, ov.CompiledModel):  # not a recorder standing in for it (quantize/record.py)
+        part.request.release_memory()
+    deepcache = getattr(part, "deepcache", None)
+    if deepcache is not None:
+        deepcache.release_memory()
 
 
 class OVImageEncoder(OVPipelinePart):
@@ -62,6 +73,10 @@ class OVSpatioTemporalUnet(OVModelUnet):
                 deepcache.start(len(scheduler.timesteps))
             return (torch.from_numpy(deepcache(inputs, step)),)
         self.compile()
+        if self.parent_pipeline.guidance_in_turn and sample.shape[0] > 1:
+            halves = ({name: value if name == "timestep" else value[i:i + 1] for name, value in inputs.items()}
+                      for i in range(sample.shape[0]))
+            return (torch.cat([torch.from_numpy(self.request(half, share_inputs=True)[0]) for half in halves]),)
         return (torch.from_numpy(self.request(inputs, share_inputs=True)[0]),)
 
 

@@ -14,7 +14,7 @@ from optimum.intel.openvino.modeling_diffusion import OVDiffusionPipeline
 from svdtool import logs
 
 from .deepcache import DeepCacheRunner, DeepCacheSettings, check_available
-from .parts import OV_XML, OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
+from .parts import OV_XML, release_memory, OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
 
 logs.adopt("optimum", "nncf", "torch")  # optimum-intel imports nncf, which imports torch's extension loader
 
@@ -44,6 +44,7 @@ class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPi
         self.image_encoder = OVImageEncoder(image_encoder, self, IMAGE_ENCODER)
         self.register_modules(image_encoder=self.image_encoder)
         self._fitted: tuple | None = None  # the setting `fit` shaped a dynamic IR for
+        self.guidance_in_turn = False  # run the UNet's two guidance halves one after the other (less memory, see fit)
         if self.is_dynamic:
             self.reshape(batch_size=-1, height=-1, width=-1, num_frames=-1)
         if compile_now:
@@ -127,6 +128,26 @@ class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPi
         if self.deepcache is not None:
             self.deepcache.compile()
 
+    def _encode_image(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._encode_image(*args, **kwargs)
+        finally:
+            release_memory(self.image_encoder)
+
+    def _encode_vae_image(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._encode_vae_image(*args, **kwargs)
+        finally:
+            release_memory(self.vae_encoder)
+
+    def decode_latents(self, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' chunked decode, with the UNet's working memory handed back first (its weights stay compiled)."""
+        release_memory(self.unet)
+        try:
+            return super().decode_latents(*args, **kwargs)
+        finally:
+            release_memory(self.vae_decoder)
+
     @property
     def deepcache(self) -> DeepCacheRunner | None:
         return getattr(self.unet, "deepcache", None)
@@ -149,14 +170,16 @@ class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPi
         OpenVINO's CPU plugin runs static shapes faster (svd-mini's UNet call on a 2-core Zen 4: 177 → 138 ms for the
         FP16 IR, 159 → 109 ms for INT8). A pipeline whose shapes were fixed by the user (an IR exported with --static,
         or a `reshape` call) is left as it is. The VAE decoder stays dynamic in frames when the chunk does not divide
-        them (diffusers' last chunk is shorter), the UNet's batch is 1 without classifier-free guidance."""
+        them (diffusers' last chunk is shorter), the UNet's batch is 1 without classifier-free guidance or with
+        `guidance_in_turn` (its two halves then run one after the other: half the UNet's working memory; DeepCache, which
+        caches one batch's features, keeps both halves together)."""
         if not (self.is_dynamic or self._fitted):
             return
-        wanted = (height, width, num_frames, decode_chunk_size, guided)
+        wanted = (height, width, num_frames, decode_chunk_size, guided, self.guidance_in_turn)
         if self._fitted == wanted:
             return
         h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-        batch = 2 if guided else 1
+        batch = 2 if guided and not (self.guidance_in_turn and self.deepcache is None) else 1
         chunk = decode_chunk_size if num_frames % decode_chunk_size == 0 else -1
         shapes = {
             self.unet: {"sample": [batch, num_frames, self.unet.config.in_channels, h, w], "timestep": [],

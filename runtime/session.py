@@ -18,7 +18,7 @@ from svdtool.models import BUILTIN_MODELS, PRESETS, TORCH_DTYPES, component_conf
 from svdtool.outputs import MANIFEST_NAME, library_versions, read_manifest, sha256_file
 
 from .deepcache import DeepCacheSettings, check_available, check_branch
-from .generate import GenerationResult
+from .generate import GenerationResult, GenerationSettings
 from .media import write_video
 
 
@@ -113,14 +113,18 @@ def _named_model_ir(name: str, folder: Path, deepcache: DeepCacheSettings | None
 
 
 def open_session(target: Plan, device: str | None = None, precision: str = "auto", dtype: str = "fp32",
-                 deepcache: DeepCacheSettings | None = None, threads: int | None = None) -> Session:
+                 deepcache: DeepCacheSettings | None = None, threads: int | None = None,
+                 settings: GenerationSettings | None = None) -> Session:
     """Load (and for a named model on OpenVINO, export on first use) the pipeline `target` names; `threads` caps
-    OpenVINO's inference threads (a batch actor's share of the CPUs)."""
+    OpenVINO's inference threads (a batch actor's share of the CPUs). With `settings` (resolved), an OpenVINO run that
+    this machine's memory cannot hold is refused before loading (footprint.py)."""
     if target.backend == "openvino":
+        from .footprint import check_memory
         from .loading import load_ov_pipeline
 
         named = target.model in PRESETS or target.model in BUILTIN_MODELS
         folder = named_model_ir(target.model, deepcache) if named else target.model
+        memory = check_memory(Path(folder), settings, precision) if settings is not None and (device or "CPU").upper() == "CPU" else None
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision,
                                               ov_config=_share_of_cpus(threads) if threads else None)
         if deepcache is not None and deepcache.enabled:
@@ -131,7 +135,8 @@ def open_session(target: Plan, device: str | None = None, precision: str = "auto
             label += " (random weights)"
         info = {"backend": "openvino", "model": str(folder), "device": pipeline._device, "precision": precision,
                 "source": source, "model_weights": manifest.get("weights"), "model_stage": manifest.get("stage"),
-                "cpu": cpu_info(), "threads": threads or "auto", "deepcache": (deepcache or DeepCacheSettings()).as_dict()}
+                "cpu": cpu_info(), "threads": threads or "auto", "deepcache": (deepcache or DeepCacheSettings()).as_dict(),
+                **({"memory_estimate": memory} if memory else {})}
         return Session(pipeline, target.defaults, label, info)
     device = (device or "cpu").lower()
     source = resolve_source(target.model)
@@ -165,6 +170,7 @@ def write_generation(result: GenerationResult, output: Path, session: Session, i
         "runtime": session.info,
         "settings": result.settings.as_dict(),
         "timings_seconds": result.timings,
+        "peak_rss_gb": result.peak_rss_gb,
         "versions": library_versions(),
     }
     sidecar = written / MANIFEST_NAME if written.is_dir() else written.with_name(written.name + ".json")

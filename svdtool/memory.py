@@ -30,8 +30,11 @@ class PeakRSS:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            self.sample()
             self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
 
     def __enter__(self) -> "PeakRSS":
         self.start_bytes = self.peak_bytes = self._process.memory_info().rss
@@ -44,7 +47,7 @@ class PeakRSS:
         self.seconds = time.perf_counter() - self._start
         self._stop.set()
         self._thread.join()
-        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+        self.sample()
 
     @property
     def peak_gb(self) -> float:
@@ -54,3 +57,21 @@ class PeakRSS:
     def added_gb(self) -> float:
         """How far the peak rose above the RSS at entry: what the block itself needed."""
         return (self.peak_bytes - self.start_bytes) / 2**30
+
+
+class StagePeaks(PeakRSS):
+    """PeakRSS that also keeps each stage's peak: set `.stage` when the process enters one (`.peaks_gb` by stage)."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(interval)
+        self.stage = "pipeline"
+        self.peaks: dict[str, int] = {}
+
+    def sample(self) -> None:
+        rss = self._process.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, rss)
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+
+    @property
+    def peaks_gb(self) -> dict[str, float]:
+        return {stage: round(value / 2**30, 3) for stage, value in self.peaks.items()}

@@ -11,7 +11,7 @@ from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
 from .common import (Actors, CacheBranch, CacheInterval, CacheSchedule, CpusPerActor, DecodeChunk, Fps, Frames, Height, MaxGuidance,
-                     MinGuidance, MotionBucket, NoiseAug, Precision, RayAddress, RayEmbedded, Seed, Steps, Verbose, Width, deepcache,
+                     Memory, MinGuidance, MotionBucket, NoiseAug, Precision, RayAddress, RayEmbedded, Seed, Steps, Verbose, Width, deepcache,
                      ray_options, run_command, settings)
 
 
@@ -35,6 +35,7 @@ def generate(
     min_guidance: MinGuidance = None,
     max_guidance: MaxGuidance = None,
     seed: Seed = 42,
+    memory: Memory = "standard",
     dtype: str = typer.Option("fp32", help="torch backend dtype: fp32 or fp16"),
     cache_interval: CacheInterval = 1,
     cache_branch: CacheBranch = 0,
@@ -63,7 +64,11 @@ def generate(
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         target = plan(model, backend, deepcache=cache)
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
-                                min_guidance, max_guidance, seed).resolved(target.defaults)
+                                min_guidance, max_guidance, seed, memory).resolved(target.defaults)
+        if Path(target.model).is_dir():  # an IR folder: its footprint is known now (a named model's after its export)
+            from svdtool.runtime.footprint import check_memory
+
+            check_memory(Path(target.model), run_settings, precision)
         spec = BatchSpec(target.model, run_settings, video_format, precision, cache,
                          threads=max(1, int(cpus_per_actor)) if on_ray else None)
         return generate_batch(spec, items, output, on_ray)["failed"] == 0
@@ -84,8 +89,8 @@ def generate(
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         target = plan(model, backend, dtype, device, cache)
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
-                                min_guidance, max_guidance, seed).resolved(target.defaults)
-        session = open_session(target, device, precision, dtype, cache)
+                                min_guidance, max_guidance, seed, memory).resolved(target.defaults)
+        session = open_session(target, device, precision, dtype, cache, settings=run_settings)
         console.print(f"Generating {run_settings.num_frames} frames at {run_settings.width}x{run_settings.height}, "
                       f"{run_settings.num_inference_steps} steps on {session.label}")
         result = run_generation(session.pipeline, image, run_settings)

@@ -1,0 +1,190 @@
+"""How much memory a generation needs at its peak, known from the IR and the settings before anything is compiled, and
+a one-line refusal, naming settings that fit, when this machine does not have it.
+
+peak = base + compiled weights + the largest stage's working memory. Stages run one after another and each hands its
+working memory back when it ends (pipeline.py), so only the largest counts. A stage's working memory is read off its IR
+shaped for the settings: OpenVINO's shape inference gives every tensor's size, and a walk in execution order keeps
+alive each tensor until its last reader (an op whose output takes the place of an input read for the last time works
+in place). OpenVINO fuses more than that walk knows, and scratch buffers come on top; the factors below are fitted to
+measured peaks (bench/generate_memory.py, bench/results/generate_memory_*.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import psutil
+
+from svdtool.errors import SvdtoolError
+
+from .generate import LOW_DECODE_CHUNK, GenerationSettings
+
+GB = 1e9
+BASE_GB = 1.2  # Python with torch, diffusers and OpenVINO loaded, nothing compiled
+WEIGHT_FACTOR = {"bf16": 1.0, "f16": 1.0, "f32": 2.0}  # compiled weights per byte of an fp16 IR's .bin
+WORKING_FACTOR = 1.0  # measured working memory per byte of the walk's live peak
+MAX_TENSOR_ELEMENTS = 2**31
+MEMORY_ENV = "SVDTOOL_MEMORY_GB"  # the memory svdtool may use, when less than the system reports available
+_VIEWS = {"Parameter", "Constant", "Result", "Reshape", "Squeeze", "Unsqueeze", "ShapeOf", "Convert", "FakeQuantize"}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    weights_gb: float
+    stages_gb: dict[str, float]  # each stage's working memory
+    largest_tensors: dict[str, int]  # each stage's largest tensor, in elements
+
+    @property
+    def peak_gb(self) -> float:
+        return round(BASE_GB + self.weights_gb + max(self.stages_gb.values()), 1)
+
+
+def execution_precision(precision: str = "auto") -> str:
+    """The precision the CPU plugin computes float layers in: the user's, or OpenVINO's default for this CPU."""
+    if precision != "auto":
+        return precision
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def walk(xml: Path, shapes: dict[str, list[int]], element_bytes: int) -> tuple[int, int]:
+    """One call of the IR at `shapes`: its live-tensor peak in bytes (see the module's docstring) and the element count
+    of its largest tensor."""
+    model = _read(xml)
+    model.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
+    ops = model.get_ordered_ops()
+    last_read: dict[int, int] = {}
+    for index, op in enumerate(ops):
+        for port in op.inputs():
+            last_read[id(port.get_source_output().get_node())] = index
+    sizes: dict[int, int] = {}
+    dying_at: dict[int, list[int]] = {}
+    live = peak = largest = 0
+    for index, op in enumerate(ops):
+        key = id(op)
+        largest = max([largest, *(_elements(port) for port in op.outputs())])
+        size = 0 if op.get_type_name() in _VIEWS else sum(_elements(port) * element_bytes for port in op.outputs())
+        dying = [id(port.get_source_output().get_node()) for port in op.inputs()]
+        if any(last_read.get(source) == index and sizes.get(source) == size for source in dying):
+            size = 0  # in place: the output takes the buffer of an input read for the last time here
+        sizes[key] = size
+        live += size
+        peak = max(peak, live)
+        dying_at.setdefault(last_read.get(key, index), []).append(key)
+        for ended in dying_at.pop(index, []):
+            live -= sizes[ended]
+    return peak, largest
+
+
+def estimate(folder: Path, settings: GenerationSettings, precision: str = "auto") -> Footprint:
+    """The footprint of generating with `settings` from the IR folder (settings resolved)."""
+    folder = Path(folder)
+    executed = execution_precision(precision)
+    element = 2 if executed in ("bf16", "f16") else 4
+    configs = {part: json.loads((folder / part / "config.json").read_text()) for part in ("unet", "vae_decoder", "image_encoder")}
+    scale = 2 ** (len(configs["vae_decoder"]["block_out_channels"]) - 1)
+    h, w = settings.height // scale, settings.width // scale
+    batch = 1 if settings.memory == "low" or settings.max_guidance_scale <= 1 else 2
+    unet = configs["unet"]
+    stages = {
+        "unet": {"sample": [batch, settings.num_frames, unet["in_channels"], h, w], "timestep": [],
+                 "encoder_hidden_states": [batch, 1, unet["cross_attention_dim"]], "added_time_ids": [batch, 3]},
+        "vae_decoder": {"latent_sample": [min(settings.decode_chunk_size, settings.num_frames),
+                                          configs["vae_decoder"]["latent_channels"], h, w]},
+        "vae_encoder": {"sample": [1, 3, settings.height, settings.width]},
+    }
+    walked = {name: walk(folder / name / "openvino_model.xml", shapes, element) for name, shapes in stages.items()}
+    weights = sum(_weight_bytes(folder / name, executed) for name in ("image_encoder", "vae_encoder", "vae_decoder", "unet")) / GB
+    return Footprint(round(weights, 2), {name: round(WORKING_FACTOR * peak / GB, 2) for name, (peak, _) in walked.items()},
+                     {name: largest for name, (_, largest) in walked.items()})
+
+
+def available_gb() -> float:
+    """What this process may use: the system's available memory, or less where SVDTOOL_MEMORY_GB says so."""
+    available = psutil.virtual_memory().available / GB
+    limit = os.environ.get(MEMORY_ENV)
+    if limit:
+        try:
+            available = min(available, float(limit))
+        except ValueError:
+            raise SvdtoolError(f"{MEMORY_ENV}={limit!r} is not a number of GB") from None
+    return round(available, 1)
+
+
+def check_memory(folder: Path, settings: GenerationSettings, precision: str = "auto") -> dict[str, Any]:
+    """Refuse, in one line naming settings that would fit, a generation this machine cannot hold; else the figures."""
+    footprint, available = estimate(folder, settings, precision), available_gb()
+    check_tensor_sizes(footprint, settings)
+    figures = {"estimated_peak_gb": footprint.peak_gb, "available_gb": available, "weights_gb": footprint.weights_gb,
+               "working_gb": footprint.stages_gb}
+    if footprint.peak_gb <= available:
+        return figures
+    what = (f"generating {settings.num_frames} frames at {settings.width}x{settings.height} (--memory {settings.memory}) needs "
+            f"about {footprint.peak_gb:g} GB at its peak and {available:g} GB is available")
+    raise SvdtoolError(f"{what}: {_what_fits(folder, settings, precision, available)}")
+
+
+def check_tensor_sizes(footprint: Footprint, settings: GenerationSettings) -> None:
+    """OpenVINO's CPU plugin indexes a tensor with 32 bits: one of 2**31 elements or more crashes the process (a VAE
+    decoder chunk of 25 frames at 576x1024, whose upsampler makes 25x256x576x1024 = 3.8e9, ended in SIGSEGV). Refuse
+    that in one line, naming the largest decoder chunk or UNet frame count that stays below."""
+    for stage, largest in footprint.largest_tensors.items():
+        if largest < MAX_TENSOR_ELEMENTS:
+            continue
+        if stage == "vae_decoder":
+            fits = (MAX_TENSOR_ELEMENTS - 1) // (largest // settings.decode_chunk_size)
+            fix = f"use --decode-chunk-size {fits} or less" + ("" if settings.memory == "low" else " (or --memory low)")
+        elif stage == "unet":
+            fits = (MAX_TENSOR_ELEMENTS - 1) // (largest // settings.num_frames)
+            fix = f"use --frames {fits} or fewer, or a smaller --height/--width" + ("" if settings.memory == "low" else
+                                                                                    ", or --memory low")
+        else:
+            fix = "use a smaller --height/--width"
+        raise SvdtoolError(f"at {settings.width}x{settings.height} with these settings the {stage} would hold a tensor of "
+                           f"{largest:,} elements, over the 2**31 OpenVINO's CPU plugin can index (it crashes): {fix}")
+
+
+def _what_fits(folder: Path, settings: GenerationSettings, precision: str, available: float) -> str:
+    options = []
+    low = replace(settings, memory="low", decode_chunk_size=min(settings.decode_chunk_size, LOW_DECODE_CHUNK))
+    if settings.memory != "low":
+        low_peak = estimate(folder, low, precision).peak_gb
+        if low_peak <= available:
+            return f"use --memory low (about {low_peak:g} GB), or free memory"
+    for frames in range(settings.num_frames - 1, 0, -1):
+        fewer = replace(low, num_frames=frames, decode_chunk_size=min(low.decode_chunk_size, frames))
+        if estimate(folder, fewer, precision).peak_gb <= available:
+            options.append(f"--frames {frames}" + (" with --memory low" if settings.memory != "low" else ""))
+            break
+    options.append("a smaller --height/--width")
+    return "use " + " or ".join(options) + ", or a machine with more memory"
+
+
+def _weight_bytes(component: Path, executed: str) -> float:
+    """Compiled weights: an fp16 IR's float weights become the execution precision; int8 weights stay int8."""
+    xml = component / "openvino_model.xml"
+    on_disk = (component / "openvino_model.bin").stat().st_size
+    if not _has_int8_weights(xml):
+        return on_disk * WEIGHT_FACTOR[executed]
+    return on_disk  # quantized UNet: mostly int8 weights, which compile as they are
+
+
+@lru_cache(maxsize=16)
+def _has_int8_weights(xml: Path) -> bool:
+    return any(op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.i8, ov.Type.u8)
+               for op in _read(xml).get_ordered_ops())
+
+
+def _read(xml: Path) -> ov.Model:
+    return ov.Core().read_model(xml)
+
+
+def _elements(port: ov.Output) -> int:
+    shape = port.get_partial_shape()
+    return int(np.prod([dim.get_length() for dim in shape], dtype=np.int64)) if shape.is_static else 0
