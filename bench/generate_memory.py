@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, save
+from common import RESULTS, machine, save
 
 VARIANTS = {"before": {"release": False, "memory": "standard"}, "release": {"release": True, "memory": "standard"},
             "in-turn": {"release": True, "memory": "low", "all_frames": True}, "low": {"release": True, "memory": "low"}}
@@ -53,8 +53,10 @@ def run(folder: str, variant: str, shape: argparse.Namespace) -> dict:
     start = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{folder} {variant}: {done.stderr[-3000:]}")
+    if done.returncode != 0:  # recorded, not fatal: a crash (OpenVINO's SIGSEGV on a too-large tensor) is a result too
+        signal = next((line.split()[-1] for line in done.stderr.splitlines() if "terminated by signal" in line), None)
+        return {"failed": f"signal {signal}" if signal else f"exit {done.returncode}", "wall_seconds": round(seconds, 1),
+                "stderr_tail": done.stderr[-1500:]}
     result = json.loads(next(line[7:] for line in done.stdout.splitlines() if line.startswith("RESULT ")))
     process_kb = int(next(line.split(":")[1] for line in done.stderr.splitlines() if "Maximum resident set size" in line))
     return {**result, "process_peak_rss_gb": round(process_kb / 2**20, 2), "wall_seconds": round(seconds, 1)}
@@ -76,6 +78,10 @@ def main() -> None:
         for variant in shape.variants.split(","):
             measured = run(folder, variant, shape)
             results["runs"].append({"folder": Path(folder).name, "variant": variant, **measured})
+            if "failed" in measured:
+                rows.append(f"| {Path(folder).name} | {variant} | | | | | **{measured['failed']}** | | | {measured['wall_seconds']:.0f} |")
+                print(rows[-1], flush=True)
+                continue
             peaks, timings = measured["peak_rss_gb"], measured["timings"]
             rows.append(f"| {Path(folder).name} | {variant} | {measured['decode_chunk_size']} | {peaks.get('compile', 0):.2f} | "
                         f"{peaks.get('unet', 0):.2f} | {peaks.get('vae_decoder', 0):.2f} | **{measured['process_peak_rss_gb']:.2f}** | "
@@ -84,14 +90,40 @@ def main() -> None:
     cpu = results["machine"]
     md = [f"# Where `generate`'s memory goes: {shape.height}×{shape.width}, {shape.frames} frames, {shape.steps} step(s) "
           f"({results['date']})", "",
-          f"Machine: {cpu['cpu']}, {cpu['cores']} cores, {cpu.get('ram_gb', '?')} GB. Command: `python bench/generate_memory.py "
-          f"{' '.join(Path(f).name for f in shape.folders)} --height {shape.height} --width {shape.width} --frames {shape.frames} "
-          f"--steps {shape.steps} --name {shape.name}`. Peak RSS in GB (GiB): per stage (each includes the compiled weights "
+          f"Machine: {cpu['cpu']} ({', '.join(cpu['isa'])}), {cpu['cores']} cores, {cpu.get('ram_gb', '?')} GB. Command: "
+          f"`python bench/generate_memory.py {' '.join(Path(f).name for f in shape.folders)} --height {shape.height} --width "
+          f"{shape.width} --frames {shape.frames} --steps {shape.steps} --variants {shape.variants} --name {shape.name}`. Peak RSS in GB (GiB): per stage (each includes the compiled weights "
           "resident by then), and the whole process (/usr/bin/time); times in seconds.", "",
           "| IR | variant | decode chunk | compile | UNet | VAE decoder | process peak | UNet s/step | decode s | wall s |",
           "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
-          *[f"- `{name}`: {line.split(maxsplit=1)[1]}" for name, line in zip(VARIANTS, __doc__.splitlines()[4:8])], ""]
+          *[f"- `{name}`: {line.split(maxsplit=1)[1]}" for name, line in zip(VARIANTS, __doc__.splitlines()[4:8])
+            if name in shape.variants.split(",")], ""]
     save(f"generate_memory_{shape.name}", results, "\n".join(md))
+    plot(results, RESULTS / f"generate_memory_{shape.name}.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    """Each run's peak RSS per stage, side by side: where the memory goes, and what each variant takes away."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = ["compile", "image_encoder", "vae_encoder", "unet", "vae_decoder"]
+    runs = [run for run in results["runs"] if "peak_rss_gb" in run]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(runs))
+    for index, run in enumerate(runs):
+        axis.bar([i + index * width for i in range(len(stages))], [run["peak_rss_gb"].get(s, 0) for s in stages], width,
+                 label=f"{run['folder']} {run['variant']} (peak {run['process_peak_rss_gb']} GiB)")
+    axis.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(stages))], stages)
+    axis.set_ylabel("peak RSS in the stage (GiB)")
+    shape = results["shape"]
+    axis.set_title(f"{shape['height']}x{shape['width']}, {shape['frames']} frames: {results['machine']['cpu']}, "
+                   f"{results['machine']['cores']} cores", fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

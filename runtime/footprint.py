@@ -26,10 +26,14 @@ from svdtool.errors import SvdtoolError
 
 from .generate import LOW_DECODE_CHUNK, GenerationSettings
 
-GB = 1e9
+GB = 2**30  # GiB, as every other memory figure svdtool prints
+# Fitted to svd's INT8 IR at 576x1024x14 on a 2-core Sapphire Rapids (bench/results/generate_memory_svd_spr2.md) and
+# svd-xt's at 576x1024x25 on the 16-core Xeon: before the first video the process holds 6.3 GiB for a 2.25 GiB IR
+# (the IR's pages, mapped, and the compiled copy); a stage's RSS rises about 2.2x the walk's live peak.
 BASE_GB = 1.2  # Python with torch, diffusers and OpenVINO loaded, nothing compiled
-WEIGHT_FACTOR = {"bf16": 1.0, "f16": 1.0, "f32": 2.0}  # compiled weights per byte of an fp16 IR's .bin
-WORKING_FACTOR = 1.0  # measured working memory per byte of the walk's live peak
+WEIGHT_FACTOR = {"bf16": 2.3, "f16": 2.3, "f32": 3.4}  # resident bytes per byte of IR (.bin); f32 doubles fp16 weights
+INT8_WEIGHT_FACTOR = {"bf16": 2.3, "f16": 2.3, "f32": 2.6}  # an INT8 IR: its int8 weights compile as they are
+WORKING_FACTOR = 2.2  # a stage's measured working memory per byte of the walk's live peak
 MAX_TENSOR_ELEMENTS = 2**31
 MEMORY_ENV = "SVDTOOL_MEMORY_GB"  # the memory svdtool may use, when less than the system reports available
 _VIEWS = {"Parameter", "Constant", "Result", "Reshape", "Squeeze", "Unsqueeze", "ShapeOf", "Convert", "FakeQuantize"}
@@ -59,18 +63,18 @@ def walk(xml: Path, shapes: dict[str, list[int]], element_bytes: int) -> tuple[i
     model = _read(xml)
     model.reshape({name: ov.PartialShape(shape) for name, shape in shapes.items()})
     ops = model.get_ordered_ops()
-    last_read: dict[int, int] = {}
+    last_read: dict[str, int] = {}  # keyed by the node's unique name (the Python wrappers are made anew on each access)
     for index, op in enumerate(ops):
         for port in op.inputs():
-            last_read[id(port.get_source_output().get_node())] = index
-    sizes: dict[int, int] = {}
-    dying_at: dict[int, list[int]] = {}
+            last_read[port.get_source_output().get_node().get_name()] = index
+    sizes: dict[str, int] = {}
+    dying_at: dict[int, list[str]] = {}
     live = peak = largest = 0
     for index, op in enumerate(ops):
-        key = id(op)
+        key = op.get_name()
         largest = max([largest, *(_elements(port) for port in op.outputs())])
         size = 0 if op.get_type_name() in _VIEWS else sum(_elements(port) * element_bytes for port in op.outputs())
-        dying = [id(port.get_source_output().get_node()) for port in op.inputs()]
+        dying = [port.get_source_output().get_node().get_name() for port in op.inputs()]
         if any(last_read.get(source) == index and sizes.get(source) == size for source in dying):
             size = 0  # in place: the output takes the buffer of an input read for the last time here
         sizes[key] = size
@@ -157,22 +161,26 @@ def _what_fits(folder: Path, settings: GenerationSettings, precision: str, avail
         low_peak = estimate(folder, low, precision).peak_gb
         if low_peak <= available:
             return f"use --memory low (about {low_peak:g} GB), or free memory"
+    if low.decode_chunk_size > 1:
+        single = replace(low, decode_chunk_size=1)
+        if estimate(folder, single, precision).peak_gb <= available:
+            return f"use --memory low --decode-chunk-size 1 (about {estimate(folder, single, precision).peak_gb:g} GB), or free memory"
     for frames in range(settings.num_frames - 1, 0, -1):
-        fewer = replace(low, num_frames=frames, decode_chunk_size=min(low.decode_chunk_size, frames))
-        if estimate(folder, fewer, precision).peak_gb <= available:
-            options.append(f"--frames {frames}" + (" with --memory low" if settings.memory != "low" else ""))
+        fitting = [chunk for chunk in sorted({min(low.decode_chunk_size, frames), 1}, reverse=True)
+                   if estimate(folder, replace(low, num_frames=frames, decode_chunk_size=chunk), precision).peak_gb <= available]
+        if fitting:
+            options.append(f"--frames {frames}" + (" --decode-chunk-size 1" if fitting[0] == 1 < low.decode_chunk_size else "")
+                           + (" with --memory low" if settings.memory != "low" else ""))
             break
     options.append("a smaller --height/--width")
     return "use " + " or ".join(options) + ", or a machine with more memory"
 
 
 def _weight_bytes(component: Path, executed: str) -> float:
-    """Compiled weights: an fp16 IR's float weights become the execution precision; int8 weights stay int8."""
+    """Resident weights: the IR's mapped pages and the compiled copy (float weights in the execution precision)."""
     xml = component / "openvino_model.xml"
     on_disk = (component / "openvino_model.bin").stat().st_size
-    if not _has_int8_weights(xml):
-        return on_disk * WEIGHT_FACTOR[executed]
-    return on_disk  # quantized UNet: mostly int8 weights, which compile as they are
+    return on_disk * (INT8_WEIGHT_FACTOR if _has_int8_weights(xml) else WEIGHT_FACTOR)[executed]
 
 
 @lru_cache(maxsize=16)
