@@ -190,7 +190,11 @@ def _has_int8_weights(xml: Path) -> bool:
 
 
 def _read(xml: Path) -> ov.Model:
-    return ov.Core().read_model(xml)
+    try:
+        return ov.Core().read_model(xml)
+    except RuntimeError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise SvdtoolError(f"OpenVINO could not load {xml}: {lines[-1] if lines else type(exc).__name__}") from exc
 
 
 def _elements(port: ov.Output) -> int:

@@ -17,14 +17,14 @@ from PIL import Image
 from svdtool.console import make_progress
 from svdtool.errors import SvdtoolError
 from svdtool.memory import StagePeaks
+from svdtool.models import GenerationDefaults
 
 # How a generation spends memory (not what it makes, except the decoder's chunk): "standard" batches the two guidance
-# halves through the UNet and decodes all frames at once unless --decode-chunk-size says otherwise; "low" runs the
-# halves one after the other (half the UNet's working memory) and decodes LOW_DECODE_CHUNK frames at a time (the
-# decoder's working memory grows with its chunk; bench/results/generate_memory_*.md).
+# halves through the UNet and decodes the model's chunk (SVD-size models 8 frames, others all) unless
+# --decode-chunk-size says otherwise; "low" runs the halves one after the other (half the UNet's working memory) and
+# decodes LOW_DECODE_CHUNK frames at a time (the decoder's working memory grows with its chunk; docs/true-size.md).
 MEMORY_MODES = ("standard", "low")
 LOW_DECODE_CHUNK = 2
-from svdtool.models import GenerationDefaults
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from svdtool.cpu import cpu_label, has_vnni
 from svdtool.errors import SvdtoolError
 from svdtool.outputs import read_manifest, verify_files
 
+from .footprint import check_memory
+from .generate import GenerationSettings
 from .pipeline import OVStableVideoDiffusionPipeline
 
 PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
@@ -48,8 +50,11 @@ def load_ov_pipeline(
     ov_config: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     compile: bool = False,
+    settings: GenerationSettings | None = None,
 ) -> tuple[OVStableVideoDiffusionPipeline, dict[str, Any]]:
     """Check the folder against its manifest (files present, sizes right), then load it. Returns (pipeline, manifest).
+    With `settings` (resolved) on the CPU, a generation this machine's memory cannot hold is refused first, and the
+    estimate is returned as the manifest's "memory_estimate" (footprint.py).
 
     Compilation waits for the first `generate()`, which shapes a dynamic IR for its settings first (`compile` forces
     it now, for the IR's own shapes)."""
@@ -58,6 +63,8 @@ def load_ov_pipeline(
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     warn_if_cpu_unfit(manifest)
+    if settings is not None and device.upper() == "CPU":
+        manifest = {**manifest, "memory_estimate": check_memory(folder, settings, precision)}
     config = {**(ov_config or {})}
     if PRECISIONS[precision]:
         config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]

@@ -119,14 +119,13 @@ def open_session(target: Plan, device: str | None = None, precision: str = "auto
     OpenVINO's inference threads (a batch actor's share of the CPUs). With `settings` (resolved), an OpenVINO run that
     this machine's memory cannot hold is refused before loading (footprint.py)."""
     if target.backend == "openvino":
-        from .footprint import check_memory
         from .loading import load_ov_pipeline
 
         named = target.model in PRESETS or target.model in BUILTIN_MODELS
         folder = named_model_ir(target.model, deepcache) if named else target.model
-        memory = check_memory(Path(folder), settings, precision) if settings is not None and (device or "CPU").upper() == "CPU" else None
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision,
-                                              ov_config=_share_of_cpus(threads) if threads else None)
+                                              ov_config=_share_of_cpus(threads) if threads else None, settings=settings)
+        memory = manifest.get("memory_estimate")
         if deepcache is not None and deepcache.enabled:
             pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         source = manifest.get("source", {})

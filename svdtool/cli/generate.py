@@ -66,8 +66,10 @@ def generate(
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
                                 min_guidance, max_guidance, seed, memory).resolved(target.defaults)
         if Path(target.model).is_dir():  # an IR folder: its footprint is known now (a named model's after its export)
+            from svdtool.outputs import read_manifest, verify_files
             from svdtool.runtime.footprint import check_memory
 
+            verify_files(Path(target.model), read_manifest(Path(target.model)))
             check_memory(Path(target.model), run_settings, precision)
         spec = BatchSpec(target.model, run_settings, video_format, precision, cache,
                          threads=max(1, int(cpus_per_actor)) if on_ray else None)
