@@ -33,10 +33,16 @@ class SingleKeyCrossAttnProcessor:
         return attn.to_out[1](attn.to_out[0](value))  # dropout (to_out[1]) is the identity in eval
 
 
+def plain_attention(attn: Attention) -> bool:
+    """Nothing around the projections that a processor replacing the standard one would skip: no spatial or group
+    norm, no residual connection or output rescaling, `to_out` = linear + dropout."""
+    return (attn.spatial_norm is None and attn.group_norm is None and not attn.residual_connection
+            and attn.rescale_output_factor == 1.0 and len(attn.to_out) == 2)
+
+
 def foldable(attn: Attention) -> bool:
-    """A plain cross-attention: nothing before the projections or after `to_out` that the fold would skip."""
-    return (attn.is_cross_attention and attn.norm_cross is None and attn.spatial_norm is None and attn.group_norm is None
-            and not attn.residual_connection and attn.rescale_output_factor == 1.0 and len(attn.to_out) == 2)
+    """A plain cross-attention whose context goes into its projections as it is."""
+    return attn.is_cross_attention and attn.norm_cross is None and plain_attention(attn)
 
 
 def fold_cross_attention(unet: torch.nn.Module) -> int:

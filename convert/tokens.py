@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from .fold import plain_attention
+
 KV_DOWNSAMPLE_FACTORS = (1, 2, 3, 4)
 
 
@@ -49,11 +51,6 @@ class DownsampledKVAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def plain_self_attention(attn: Attention) -> bool:
-    return (not attn.is_cross_attention and attn.spatial_norm is None and attn.group_norm is None
-            and not attn.residual_connection and attn.rescale_output_factor == 1.0 and len(attn.to_out) == 2)
-
-
 def downsample_top_level_keys(unet: torch.nn.Module, factor: int) -> int:
     """Give the spatial self-attention of the UNet's top level (the first down and the last up block) ToDo's processor,
     in place; returns how many attention layers now take downsampled keys. `factor` 1 changes nothing."""
@@ -65,7 +62,7 @@ def downsample_top_level_keys(unet: torch.nn.Module, factor: int) -> int:
             grid = TokenGrid()
             transformer.register_forward_pre_hook(grid.record, with_kwargs=True)
             for spatial in transformer.transformer_blocks:
-                if plain_self_attention(spatial.attn1):
+                if not spatial.attn1.is_cross_attention and plain_attention(spatial.attn1):
                     spatial.attn1.set_processor(DownsampledKVAttnProcessor(grid, factor))
                     changed += 1
     return changed

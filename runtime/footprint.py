@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import openvino as ov
@@ -122,16 +122,19 @@ def available_gb() -> float:
 
 
 def check_memory(folder: Path, settings: GenerationSettings, precision: str = "auto") -> dict[str, Any]:
-    """Refuse, in one line naming settings that would fit, a generation this machine cannot hold; else the figures."""
-    footprint, available = estimate(folder, settings, precision), available_gb()
-    check_tensor_sizes(footprint, settings)
-    figures = {"estimated_peak_gb": footprint.peak_gb, "available_gb": available, "weights_gb": footprint.weights_gb,
-               "working_gb": footprint.stages_gb}
-    if footprint.peak_gb <= available:
-        return figures
-    what = (f"generating {settings.num_frames} frames at {settings.width}x{settings.height} (--memory {settings.memory}) needs "
-            f"about {footprint.peak_gb:g} GB at its peak and {available:g} GB is available")
-    raise SvdtoolError(f"{what}: {_what_fits(folder, settings, precision, available)}")
+    """Refuse, in one line naming settings that would fit, a generation this machine cannot hold; else the figures.
+    The IRs are read once for all the estimates this takes, and let go when it returns."""
+    try:
+        footprint, available = estimate(folder, settings, precision), available_gb()
+        check_tensor_sizes(footprint, settings)
+        if footprint.peak_gb <= available:
+            return {"estimated_peak_gb": footprint.peak_gb, "available_gb": available, "weights_gb": footprint.weights_gb,
+                    "working_gb": footprint.stages_gb}
+        what = (f"generating {settings.num_frames} frames at {settings.width}x{settings.height} (--memory {settings.memory}) "
+                f"needs about {footprint.peak_gb:g} GB at its peak and {available:g} GB is available")
+        raise SvdtoolError(f"{what}: {_what_fits(folder, settings, precision, available)}")
+    finally:
+        _read.cache_clear()
 
 
 def check_tensor_sizes(footprint: Footprint, settings: GenerationSettings) -> None:
@@ -162,18 +165,29 @@ def _what_fits(folder: Path, settings: GenerationSettings, precision: str, avail
         if low_peak <= available:
             return f"use --memory low (about {low_peak:g} GB), or free memory"
     if low.decode_chunk_size > 1:
-        single = replace(low, decode_chunk_size=1)
-        if estimate(folder, single, precision).peak_gb <= available:
-            return f"use --memory low --decode-chunk-size 1 (about {estimate(folder, single, precision).peak_gb:g} GB), or free memory"
-    for frames in range(settings.num_frames - 1, 0, -1):
-        fitting = [chunk for chunk in sorted({min(low.decode_chunk_size, frames), 1}, reverse=True)
-                   if estimate(folder, replace(low, num_frames=frames, decode_chunk_size=chunk), precision).peak_gb <= available]
-        if fitting:
-            options.append(f"--frames {frames}" + (" --decode-chunk-size 1" if fitting[0] == 1 < low.decode_chunk_size else "")
-                           + (" with --memory low" if settings.memory != "low" else ""))
-            break
+        single_peak = estimate(folder, replace(low, decode_chunk_size=1), precision).peak_gb
+        if single_peak <= available:
+            return f"use --memory low --decode-chunk-size 1 (about {single_peak:g} GB), or free memory"
+    most = {chunk: _most_frames(lambda n, chunk=chunk: estimate(folder, replace(low, num_frames=n, decode_chunk_size=min(chunk, n)),
+                                                              precision).peak_gb <= available, settings.num_frames - 1)
+            for chunk in {low.decode_chunk_size, 1}}
+    frames = max(most.values())
+    if frames:  # the most frames that fit, with the largest chunk that lets them
+        chunk = max(chunk for chunk, fitting in most.items() if fitting == frames)
+        options.append(f"--frames {frames}" + (" --decode-chunk-size 1" if chunk == 1 < low.decode_chunk_size else "")
+                       + (" with --memory low" if settings.memory != "low" else ""))
     options.append("a smaller --height/--width")
     return "use " + " or ".join(options) + ", or a machine with more memory"
+
+
+def _most_frames(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest frame count in 1..upper that fits (the footprint grows with frames), 0 if none: a bisection, since
+    each try walks three IRs."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def _weight_bytes(component: Path, executed: str) -> float:
@@ -183,12 +197,12 @@ def _weight_bytes(component: Path, executed: str) -> float:
     return on_disk * (INT8_WEIGHT_FACTOR if _has_int8_weights(xml) else WEIGHT_FACTOR)[executed]
 
 
-@lru_cache(maxsize=16)
 def _has_int8_weights(xml: Path) -> bool:
     return any(op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.i8, ov.Type.u8)
                for op in _read(xml).get_ordered_ops())
 
 
+@lru_cache(maxsize=8)  # within one check_memory, which clears it (each walk reshapes every input of the model it reads)
 def _read(xml: Path) -> ov.Model:
     try:
         return ov.Core().read_model(xml)
