@@ -19,6 +19,8 @@ from svdtool.errors import SvdtoolError
 from svdtool.memory import StagePeaks
 from svdtool.models import GenerationDefaults
 
+from .speed import speed_preset
+
 # How a generation spends memory (not what it makes, except the decoder's chunk): "standard" batches the two guidance
 # halves through the UNet and decodes the model's chunk (SVD-size models 8 frames, others all) unless
 # --decode-chunk-size says otherwise; "low" runs the halves one after the other (half the UNet's working memory) and
@@ -43,11 +45,15 @@ class GenerationSettings:
     decode_chunk_size: int | None = None
     seed: int = 42
     memory: str = "standard"  # MEMORY_MODES: "low" runs the guidance halves in turn and decodes LOW_DECODE_CHUNK frames at a time
+    speed: str = "exact"  # runtime/speed.py's SPEEDS: unset steps become the preset's share of the model's
 
     def resolved(self, defaults: GenerationDefaults | dict[str, Any]) -> "GenerationSettings":
         """Fill unset fields from the model's `defaults`, then check the values are possible for that model."""
         defaults = defaults.as_dict() if isinstance(defaults, GenerationDefaults) else defaults
         filled = {key: defaults.get(key) if value is None else value for key, value in asdict(self).items()}
+        preset = speed_preset(self.speed)
+        if self.num_inference_steps is None and filled["num_inference_steps"]:
+            filled["num_inference_steps"] = preset.steps(filled["num_inference_steps"])
         settings = GenerationSettings(**filled)
         if settings.memory not in MEMORY_MODES:
             raise SvdtoolError(f"--memory must be one of {', '.join(MEMORY_MODES)}, not {settings.memory!r}")
@@ -81,6 +87,7 @@ class GenerationSettings:
         kwargs = asdict(self)
         kwargs.pop("seed")
         kwargs.pop("memory")
+        kwargs.pop("speed")
         return kwargs
 
     def as_dict(self) -> dict[str, Any]:

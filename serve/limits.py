@@ -65,9 +65,10 @@ def image_from_base64(text: str) -> bytes:
 def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: ServeLimits) -> tuple[GenerationSettings, str]:
     """The request's settings (names as the CLI's options) resolved against the model's defaults and checked; and the
     video format."""
-    unknown = set(fields_in) - set(SETTING_FIELDS) - {"image", "format", "async"}
+    unknown = set(fields_in) - set(SETTING_FIELDS) - {"image", "format", "async", "speed"}
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTING_FIELDS)}, format, async")
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTING_FIELDS)}, speed, format, "
+                            "async")
     video_format = str(fields_in.get("format") or "mp4")
     if video_format not in FORMATS:
         raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, not {video_format!r}")
@@ -79,6 +80,8 @@ def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: 
                 values[attribute] = kind(fields_in[name])
             except (TypeError, ValueError) as exc:
                 raise ApiError(400, f"{name} must be a number, not {fields_in[name]!r}") from exc
+    if fields_in.get("speed") not in (None, ""):
+        values["speed"] = str(fields_in["speed"])  # exact|balanced|fast, checked by resolved()
     try:
         settings = GenerationSettings(**values).resolved(defaults)
     except SvdtoolError as exc:

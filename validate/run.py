@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from svdtool.runtime.generate import GenerationResult
 from svdtool.runtime.deepcache import DeepCacheSettings, check_available
 from svdtool.runtime.loading import check_precision
 from svdtool.runtime.session import ir_generation_defaults
+from svdtool.runtime.speed import SpeedPreset, speed_preset
 
 from .metrics import per_frame_fidelity, video_metrics
 from .reference import (environment, list_images, load_frames, make_reference, read_reference, record_reference,
@@ -46,10 +48,13 @@ def validate(
 
     `reference` is "gpu" or "cpu" (run diffusers live from `source`, default the manifest's source), "uncached" (the
     same IR on this CPU without DeepCache: what caching alone changes) or a folder made by `make_reference`;
-    `deepcache` runs the IR with DeepCache. `on_ray` (a `svdtool.batch.RayOptions`, with gpu|cpu) runs the reference on
-    Ray actors (one GPU each for gpu) and the IR on CPU actors, at the same time, in one Ray job. Returns the report; `report["pass"]` is the verdict.
+    `deepcache` runs the IR with DeepCache. The reference runs the exact settings, the IR `settings.speed`'s share of
+    their steps (svdtool.runtime.speed), so a preset is judged against the exact video. `on_ray` (a
+    `svdtool.batch.RayOptions`, with gpu|cpu) runs the reference on Ray actors (one GPU each for gpu) and the IR on CPU actors, at the same time, in one Ray job. Returns the report; `report["pass"]` is the verdict.
     """
     check_precision(precision)
+    preset = speed_preset(settings.speed)
+    settings = replace(settings, speed="exact")  # the reference's; the runtime's steps follow from them below
     model_dir = Path(model_dir)
     check_available(model_dir, deepcache)
     manifest = read_manifest(model_dir)
@@ -67,7 +72,7 @@ def validate(
         device, dtype = ("cuda", reference_dtype) if reference == "gpu" else ("cpu", "fp32")
         if reference in ("gpu", "cpu") and on_ray is not None:
             ray_runtime = _both_on_ray(model_dir, source or _manifest_source(manifest), files, ref_dir, settings, device, dtype,
-                                       precision, deepcache, on_ray)
+                                       precision, deepcache, preset, on_ray)
         elif reference in ("gpu", "cpu"):
             make_reference(source or _manifest_source(manifest), images, ref_dir, device=device, dtype=dtype, settings=settings)
         pipeline = None if ray_runtime else load_ov_pipeline(model_dir, precision=precision)[0]
@@ -75,7 +80,7 @@ def validate(
             record_reference(pipeline, files, ref_dir, settings.resolved(ir_generation_defaults(model_dir)),
                              source={"ir": str(model_dir.resolve()), "deepcache": "off"}, device="cpu", dtype=precision)
         record = read_reference(ref_dir)
-        run_settings = settings_of(record)
+        run_settings = preset.applied(settings_of(record))
         if pipeline is not None:
             pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
@@ -123,7 +128,7 @@ def validate(
 
 
 def _both_on_ray(model_dir: Path, source: str, files: list[Path], ref_dir: Path, settings: GenerationSettings, device: str,
-                 dtype: str, precision: str, deepcache: DeepCacheSettings, on_ray: Any) -> dict[str, dict[str, Any]]:
+                 dtype: str, precision: str, deepcache: DeepCacheSettings, preset: SpeedPreset, on_ray: Any) -> dict[str, dict[str, Any]]:
     """The reference (GPU or CPU actors) and the IR (CPU actors) at the same time on Ray, with the settings the
     reference resolves; writes the reference folder and returns the IR's frames per image."""
     from svdtool.batch.frames_on_ray import FramesJob, frames_on_ray
@@ -132,7 +137,7 @@ def _both_on_ray(model_dir: Path, source: str, files: list[Path], ref_dir: Path,
     resolved = resolve_source(source)
     resolved_settings = settings.resolved(generation_defaults(resolved))
     jobs = {"reference": FramesJob("reference", resolved_settings, source=source, device=device, dtype=dtype),
-            "runtime": FramesJob("runtime", resolved_settings, model=str(model_dir), precision=precision, deepcache=deepcache,
+            "runtime": FramesJob("runtime", preset.applied(resolved_settings), model=str(model_dir), precision=precision, deepcache=deepcache,
                                  threads=max(1, int(on_ray.cpus_per_actor)))}
     console.print(f"validate on Ray: {resolved.label()} on {device} ({dtype}) actors and the IR on CPU actors, {len(files)} images")
     results = frames_on_ray(jobs, files, on_ray)

@@ -11,7 +11,7 @@ import typer
 from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
-from .common import (CacheBranch, CacheInterval, CacheSchedule, Frames, Height, Steps, Verbose, Width, deepcache, existing,
+from .common import (CacheBranch, CacheInterval, CacheSchedule, Frames, Height, Speed, Steps, Verbose, Width, deepcache, existing,
                      run_command, settings)
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
@@ -21,7 +21,8 @@ def bench(
     model_dirs: list[Path] = typer.Argument(..., help="IR folders to compare (FP32, FP16, INT8, hybrid, w8 ...)"),
     torch_source: Optional[str] = typer.Option(None, "--torch", help="also run diffusers eager from this source"),
     device: str = typer.Option("cpu", help="device of the --torch run: cpu or cuda"),
-    image: Path = typer.Option(DEFAULT_IMAGE, "--image", "-i", help="input image"),
+    image: Path = typer.Option(DEFAULT_IMAGE, "--image", "-i", help="input image",
+                               show_default="examples/astronaut.jpg"),
     frames: Frames = None,
     height: Height = None,
     width: Width = None,
@@ -30,6 +31,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all)"),
     hint: str = typer.Option("LATENCY", help="OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT"),
     output: Path = typer.Option(Path("bench.json"), "-o", "--output", help="results JSON; a PNG chart is written beside it"),
+    speed: Speed = "exact",
     cache_interval: CacheInterval = 1,
     cache_branch: CacheBranch = 0,
     cache_schedule: CacheSchedule = "uniform",
@@ -57,7 +59,7 @@ def bench(
             existing(folder, "model folder")
             check_available(folder, cache)
         defaults = ir_generation_defaults(model_dirs[0])
-        run_settings = settings(frames, height, width, steps).resolved(defaults)
+        run_settings = settings(frames, height, width, steps, speed=speed).resolved(defaults)
         report = benchmark(model_dirs, load_image(image), run_settings, repeat=repeat, hint=hint, threads=threads,
                            torch_source=torch_source, torch_device=device, deepcache=cache)
         output.write_text(json.dumps(report, indent=2))

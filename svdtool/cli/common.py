@@ -26,6 +26,9 @@ MaxGuidance = Annotated[Optional[float], typer.Option("--max-guidance", help="gu
 Memory = Annotated[str, typer.Option("--memory", help="standard, or low: the UNet's two guidance halves one after the "
                                                      "other and the VAE decoder 2 frames at a time (svd INT8 at 576x1024x14: "
                                                      "19.1 -> 8.5 GB peak; docs/true-size.md)")]
+Speed = Annotated[str, typer.Option("--speed", help="exact (the model's steps: 25 for SVD), balanced (0.6 of them: 15) "
+                                                   "or fast (0.4: 10); each passes validate on svd-mini (docs/speed.md); "
+                                                   "--steps overrides it")]
 Seed = Annotated[int, typer.Option("--seed", help="seed of the CPU generator for latents and noise augmentation")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing output")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also show library logs, warnings and progress bars "
@@ -46,14 +49,14 @@ CpusPerActor = Annotated[float, typer.Option("--cpus-per-actor", help="Ray: CPUs
 def settings(frames: int | None = None, height: int | None = None, width: int | None = None, steps: int | None = None,
              fps: int | None = None, motion_bucket_id: int | None = None, noise_aug_strength: float | None = None,
              decode_chunk_size: int | None = None, min_guidance: float | None = None, max_guidance: float | None = None,
-             seed: int = 42, memory: str = "standard") -> Any:
+             seed: int = 42, memory: str = "standard", speed: str = "exact") -> Any:
     """The CLI's generation options as `GenerationSettings` (unset ones are filled from the model's defaults later)."""
     from svdtool.runtime import GenerationSettings
 
     return GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=steps, fps=fps,
                               motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
                               min_guidance_scale=min_guidance, max_guidance_scale=max_guidance,
-                              decode_chunk_size=decode_chunk_size, seed=seed, memory=memory)
+                              decode_chunk_size=decode_chunk_size, seed=seed, memory=memory, speed=speed)
 
 
 def deepcache(interval: int, branch: int, schedule: str) -> Any:

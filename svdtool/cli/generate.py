@@ -11,7 +11,7 @@ from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
 from .common import (Actors, CacheBranch, CacheInterval, CacheSchedule, CpusPerActor, DecodeChunk, Fps, Frames, Height, MaxGuidance,
-                     Memory, MinGuidance, MotionBucket, NoiseAug, Precision, RayAddress, RayEmbedded, Seed, Steps, Verbose, Width, deepcache,
+                     Memory, MinGuidance, MotionBucket, NoiseAug, Precision, RayAddress, RayEmbedded, Seed, Speed, Steps, Verbose, Width, deepcache,
                      ray_options, run_command, settings)
 
 
@@ -36,6 +36,7 @@ def generate(
     max_guidance: MaxGuidance = None,
     seed: Seed = 42,
     memory: Memory = "standard",
+    speed: Speed = "exact",
     dtype: str = typer.Option("fp32", help="torch backend dtype: fp32 or fp16"),
     cache_interval: CacheInterval = 1,
     cache_branch: CacheBranch = 0,
@@ -64,7 +65,7 @@ def generate(
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         target = plan(model, backend, deepcache=cache)
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
-                                min_guidance, max_guidance, seed, memory).resolved(target.defaults)
+                                min_guidance, max_guidance, seed, memory, speed).resolved(target.defaults)
         if Path(target.model).is_dir():  # an IR folder: its footprint is known now (a named model's after its export)
             from svdtool.outputs import read_manifest, verify_files
             from svdtool.runtime.footprint import check_memory
@@ -91,7 +92,7 @@ def generate(
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         target = plan(model, backend, dtype, device, cache)
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
-                                min_guidance, max_guidance, seed, memory).resolved(target.defaults)
+                                min_guidance, max_guidance, seed, memory, speed).resolved(target.defaults)
         session = open_session(target, device, precision, dtype, cache, settings=run_settings)
         console.print(f"Generating {run_settings.num_frames} frames at {run_settings.width}x{run_settings.height}, "
                       f"{run_settings.num_inference_steps} steps on {session.label}")

@@ -12,7 +12,7 @@ from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
 from .common import (Actors, CacheBranch, CacheInterval, CacheSchedule, CpusPerActor, DecodeChunk, Fps, Frames, Height, MaxGuidance,
-                     MinGuidance, MotionBucket, NoiseAug, Overwrite, Precision, RayAddress, RayEmbedded, Seed, Steps, Verbose, Width,
+                     MinGuidance, MotionBucket, NoiseAug, Overwrite, Precision, RayAddress, RayEmbedded, Seed, Speed, Steps, Verbose, Width,
                      deepcache, ray_options, run_command, settings)
 
 
@@ -27,6 +27,7 @@ def validate(
     source: Optional[str] = typer.Option(None, "--source", help="PyTorch source for a live reference (default: the manifest's)"),
     reference_dtype: str = typer.Option("fp16", help="dtype of a live GPU reference"),
     precision: Precision = "auto",
+    speed: Speed = "exact",
     cache_interval: CacheInterval = 1,
     cache_branch: CacheBranch = 0,
     cache_schedule: CacheSchedule = "uniform",
@@ -60,7 +61,7 @@ def validate(
         limits = Thresholds.load(thresholds, min_psnr=min_psnr, max_temporal_mse_change=max_temporal_mse_change,
                                  max_sharpness_change=max_sharpness_change, max_brightness_change=max_brightness_change,
                                  max_noise_increase=max_noise_increase, max_colourfulness_change=max_colourfulness_change)
-        run_settings = settings(frames, height, width, steps, seed=seed)
+        run_settings = settings(frames, height, width, steps, seed=seed, speed=speed)
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
         report = run_validate(model_dir, reference, output, images=images, source=source, thresholds=limits,
                               settings=run_settings, reference_dtype=reference_dtype, precision=precision, deepcache=cache,
