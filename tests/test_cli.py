@@ -21,6 +21,13 @@ def test_help_lists_commands():
     assert result.exit_code == 0 and "export" in result.output and "generate" in result.output
 
 
+def test_version_is_the_packages():
+    from importlib import metadata
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"svdtool {metadata.version('svdtool')}"
+
+
 def test_export_then_generate_mp4(tmp_path, image_file):
     ir = tmp_path / "ir"
     assert run("export", "tiny", "-o", ir, "--weights", "fp32").exit_code == 0

@@ -10,6 +10,22 @@ from . import bench, cache, export, generate, push, quantize, serve, validate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push, serve.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from svdtool import __version__
+
+        typer.echo(f"svdtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print svdtool's version and exit")) -> None:
+    """Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push, serve."""
+
+
 app.command()(export.export)
 app.command()(generate.generate)
 app.command()(quantize.quantize)
