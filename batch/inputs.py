@@ -58,13 +58,19 @@ def collect_inputs(spec: str | Path) -> list[BatchItem]:
 
 
 def _named(sources: list[str]) -> list[BatchItem]:
-    """Items named after their inputs' stems; a repeated stem gets -2, -3, ... in input order."""
-    seen: dict[str, int] = {}
+    """Items named after their inputs' stems, each name reserved before the next is chosen: a name already taken (by an
+    input's stem or an earlier suffix, compared without case, as case-insensitive filesystems do) gets -2, -3, ...
+    in input order, so no video overwrites another (`a-2.png, a.jpg, a.png` -> a-2, a, a-3)."""
+    taken: set[str] = set()
     items = []
     for source in sources:
         stem = Path(source.split("?")[0].rstrip("/")).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        items.append(BatchItem(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", source))
+        name, count = stem, 1
+        while name.lower() in taken:
+            count += 1
+            name = f"{stem}-{count}"
+        taken.add(name.lower())
+        items.append(BatchItem(name, source))
     return items
 
 

@@ -26,6 +26,8 @@ from .speed import speed_preset
 # --decode-chunk-size says otherwise; "low" runs the halves one after the other (half the UNet's working memory) and
 # decodes LOW_DECODE_CHUNK frames at a time (the decoder's working memory grows with its chunk; docs/true-size.md).
 MEMORY_MODES = ("standard", "low")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range that also fits a JSON integer everywhere
+MAX_FPS = 240
 LOW_DECODE_CHUNK = 2
 
 
@@ -65,6 +67,14 @@ class GenerationSettings:
 
     def check(self, size_multiple: int = 64) -> None:
         """One-line errors for values the model cannot run or SVD was never conditioned on."""
+        for label, value in (("noise-aug-strength", self.noise_aug_strength), ("min-guidance", self.min_guidance_scale),
+                             ("max-guidance", self.max_guidance_scale)):
+            if not math.isfinite(value):  # NaN passes every range check below (it compares false) and renders black
+                raise SvdtoolError(f"--{label} {value} is not a finite number")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SvdtoolError(f"--seed {self.seed} is outside 0-{MAX_SEED} (a 64-bit generator seed)")
+        if self.fps is not None and self.fps > MAX_FPS:
+            raise SvdtoolError(f"--fps {self.fps} is over {MAX_FPS}: SVD is conditioned on 5-30 and video encoders refuse more")
         for label, value in (("height", self.height), ("width", self.width)):
             if value is None or value <= 0 or value % size_multiple:
                 raise SvdtoolError(f"--{label} {value} is not possible for this model: use a positive multiple of "

@@ -7,7 +7,6 @@ GET /v1/model; GET / the page to try it. Every refusal is JSON {"error": ...} wi
 
 import asyncio
 import json
-import secrets
 import time
 import uuid
 from importlib import resources
@@ -21,7 +20,7 @@ from svdtool.batch.worker import worker_identity
 from svdtool.errors import SvdtoolError
 
 from .jobs import job_store
-from .limits import FORMATS, ApiError, ServeLimits, decode_image, image_from_base64, parse_settings
+from .limits import FORMATS, ApiError, ServeLimits, decode_image, image_from_base64, parse_settings, token_matches
 
 api = FastAPI(title="svdtool serve", docs_url=None, redoc_url=None)
 
@@ -58,7 +57,7 @@ class VideoService:
         self.running_jobs: set[asyncio.Task] = set()  # held, so that the event loop does not drop a job's task
 
     def _authorize(self, request: Request) -> None:
-        if self.token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {self.token}"):
+        if self.token and not token_matches(request.headers.get("authorization", ""), self.token):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
 
     @api.get("/v1/health")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import secrets
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -38,6 +39,12 @@ class ServeLimits:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def token_matches(authorization: str, token: str) -> bool:
+    """The Authorization header is `Bearer TOKEN`, compared in constant time as bytes: `secrets.compare_digest` raises
+    on a str with non-ASCII characters, which a client controls (a 500 instead of a 401)."""
+    return secrets.compare_digest(authorization.encode("utf-8", "surrogatepass"), f"Bearer {token}".encode())
 
 
 def decode_image(data: bytes, limits: ServeLimits) -> Image.Image:
@@ -78,8 +85,8 @@ def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: 
             kind = float if attribute in ("noise_aug_strength", "min_guidance_scale", "max_guidance_scale") else int
             try:
                 values[attribute] = kind(fields_in[name])
-            except (TypeError, ValueError) as exc:
-                raise ApiError(400, f"{name} must be a number, not {fields_in[name]!r}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(float("inf")) from a JSON Infinity
+                raise ApiError(400, f"{name} must be a finite number, not {fields_in[name]!r}") from exc
     if fields_in.get("speed") not in (None, ""):
         values["speed"] = str(fields_in["speed"])  # exact|balanced|fast, checked by resolved()
     try:

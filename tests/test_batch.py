@@ -95,6 +95,28 @@ def test_batch_in_process_resumes_and_reports_failures(tiny_ir_fp32, photos, tmp
     assert generate_batch(_spec(tiny_ir_fp32, steps=2), collect_inputs(inputs), out)["done"] == 2  # other settings
 
 
+def test_colliding_names_write_every_video(tiny_ir_fp32, photos, tmp_path):
+    """Names are reserved in input order, without case: `a-2.png, a.jpg, a.png, A.png` used to be named a-2, a, a-2, a,
+    and two videos silently replaced two others."""
+    import hashlib
+
+    sources = []
+    for index, relative in enumerate(["one/a-2.png", "two/a.jpg", "three/a.png", "four/A.png"]):
+        path = tmp_path / relative
+        path.parent.mkdir()
+        synthetic_images(4)[index].save(path)
+        sources.append(path)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("\n".join(map(str, sources)))
+    items = collect_inputs(listing)
+    assert [item.name for item in items] == ["a-2", "a", "a-3", "A-4"]
+    out = tmp_path / "videos"
+    assert generate_batch(_spec(tiny_ir_fp32, steps=1), items, out)["done"] == 4
+    manifests = _manifests(out)
+    assert {name: manifest["input"]["sha256"] for name, manifest in manifests.items()} == {
+        item.name: hashlib.sha256(Path(item.source).read_bytes()).hexdigest() for item in items}
+
+
 def test_batch_reads_urls(tiny_ir_fp32, photos, tmp_path):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos))
     handler.log_message = lambda *args: None
