@@ -40,3 +40,25 @@ def test_sane_values_still_pass():
 ])
 def test_token_comparison_takes_any_header(header, expected):
     assert token_matches(header, "s3cret") is expected
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org"])
+def test_serving_beyond_loopback_without_a_token_is_refused_before_starting(host, monkeypatch):
+    from typer.testing import CliRunner
+
+    from svdtool.cli import app
+
+    monkeypatch.delenv("SVDTOOL_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["serve", "tiny", "--host", host])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = " ".join(result.output.split())
+    assert f"--host {host} listens beyond this machine without a token" in line and "--insecure" in line
+    assert "SVDTOOL_TOKEN=" in line  # a random token is offered
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+                                           ("0.0.0.0", False), ("10.0.0.1", False), ("myhost", False)])
+def test_loopback_hosts(host, loopback):
+    from svdtool.cli.serve import _loopback
+
+    assert _loopback(host) is loopback

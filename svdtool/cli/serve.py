@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import signal
 import time
 from typing import Optional
@@ -29,10 +31,14 @@ def serve(
     max_video_pixels: int = typer.Option(14 * 576 * 1024, help="largest video, frames x height x width"),
     max_steps: int = typer.Option(50, help="most denoising steps a request may ask for"),
     timeout: float = typer.Option(600, help="seconds a request may wait for its replica (then 504)"),
+    insecure: bool = typer.Option(False, "--insecure", help="allow listening beyond loopback without a token (anyone who "
+                                                              "reaches the port can render on this machine)"),
     ray_address: RayAddress = None,
     verbose: Verbose = False,
 ) -> None:
-    """Serve MODEL over HTTP: POST /v1/videos, GET /v1/jobs/{id}, /v1/health, /v1/model, and a page at /. Ctrl-C stops it."""
+    """Serve MODEL over HTTP: POST /v1/videos, GET /v1/jobs/{id}, /v1/health, /v1/model, and a page at /. Ctrl-C stops it.
+    Beyond loopback (--host 0.0.0.0 or an interface's address) it needs a token: prefer SVDTOOL_TOKEN to --token,
+    which other users see in `ps`."""
 
     def work() -> None:
         from svdtool.serve import ServeLimits, start_service
@@ -41,6 +47,10 @@ def serve(
         if not 1 <= port <= 65535 or replicas < 1 or cpus_per_replica <= 0 or max_queue < 0 or timeout <= 0:
             raise SvdtoolError("--port must be 1-65535, --replicas 1 or more, --cpus-per-replica and --timeout above 0, "
                                "--max-queue 0 or more")
+        bearer = token or os.environ.get("SVDTOOL_TOKEN") or None
+        if not bearer and not insecure and not _loopback(host):
+            raise SvdtoolError(f"--host {host} listens beyond this machine without a token: set SVDTOOL_TOKEN (e.g. "
+                               f"SVDTOOL_TOKEN={secrets.token_urlsafe(24)}), or pass --insecure to serve it open")
         scale = None
         if autoscale:
             try:
@@ -50,7 +60,7 @@ def serve(
                 raise SvdtoolError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, 1 <= MIN <= MAX") from None
         limits = ServeLimits(int(max_image_mb * 2**20), max_image_pixels, max_video_pixels, max_steps, max_queue, timeout)
         url = start_service(model, host=host, port=port, replicas=replicas, autoscale=scale, address=ray_address,
-                            token=token or os.environ.get("SVDTOOL_TOKEN") or None, limits=limits,
+                            token=bearer, limits=limits,
                             cpus_per_replica=cpus_per_replica)
         console.print(f"[green]serving[/] {model} at {url} ({f'{scale[0]}-{scale[1]}' if scale else replicas} replicas); "
                       f"try it at {url}/ — Ctrl-C stops")
@@ -65,6 +75,14 @@ def serve(
         console.print("[green]stopped[/]")
 
     run_command(work, verbose)
+
+
+def _loopback(host: str) -> bool:
+    """`host` is this machine only: localhost, or an address in 127.0.0.0/8 or ::1."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 def _stop_on_signals() -> None:
