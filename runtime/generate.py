@@ -71,10 +71,6 @@ class GenerationSettings:
                              ("max-guidance", self.max_guidance_scale)):
             if not math.isfinite(value):  # NaN passes every range check below (it compares false) and renders black
                 raise SvdtoolError(f"--{label} {value} is not a finite number")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise SvdtoolError(f"--seed {self.seed} is outside 0-{MAX_SEED} (a 64-bit generator seed)")
-        if self.fps is not None and self.fps > MAX_FPS:
-            raise SvdtoolError(f"--fps {self.fps} is over {MAX_FPS}: SVD is conditioned on 5-30 and video encoders refuse more")
         for label, value in (("height", self.height), ("width", self.width)):
             if value is None or value <= 0 or value % size_multiple:
                 raise SvdtoolError(f"--{label} {value} is not possible for this model: use a positive multiple of "
@@ -83,6 +79,10 @@ class GenerationSettings:
                              ("decode-chunk-size", self.decode_chunk_size), ("fps", self.fps)):
             if value is None or value < 1:
                 raise SvdtoolError(f"--{label} {value} is not possible: use 1 or more")
+        if self.fps > MAX_FPS:
+            raise SvdtoolError(f"--fps {self.fps} is over {MAX_FPS}: SVD is conditioned on 5-30 and video encoders refuse more")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SvdtoolError(f"--seed {self.seed} is outside 0-{MAX_SEED} (a 64-bit generator seed)")
         if not 0 <= self.motion_bucket_id <= 255:
             raise SvdtoolError(f"--motion-bucket-id {self.motion_bucket_id} is outside 0-255, the range SVD was conditioned on")
         if self.noise_aug_strength < 0:

@@ -19,7 +19,8 @@ FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}
 SETTING_FIELDS = {"frames": "num_frames", "height": "height", "width": "width", "steps": "num_inference_steps",
                   "fps": "fps", "motion_bucket_id": "motion_bucket_id", "noise_aug_strength": "noise_aug_strength",
                   "decode_chunk_size": "decode_chunk_size", "min_guidance": "min_guidance_scale",
-                  "max_guidance": "max_guidance_scale", "seed": "seed"}
+                  "max_guidance": "max_guidance_scale", "seed": "seed", "speed": "speed"}
+FLOAT_SETTINGS = {"noise_aug_strength", "min_guidance_scale", "max_guidance_scale"}
 
 
 class ApiError(Exception):
@@ -72,23 +73,20 @@ def image_from_base64(text: str) -> bytes:
 def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: ServeLimits) -> tuple[GenerationSettings, str]:
     """The request's settings (names as the CLI's options) resolved against the model's defaults and checked; and the
     video format."""
-    unknown = set(fields_in) - set(SETTING_FIELDS) - {"image", "format", "async", "speed"}
+    unknown = set(fields_in) - set(SETTING_FIELDS) - {"image", "format", "async"}
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTING_FIELDS)}, speed, format, "
-                            "async")
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTING_FIELDS)}, format, async")
     video_format = str(fields_in.get("format") or "mp4")
     if video_format not in FORMATS:
         raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, not {video_format!r}")
     values = {}
     for name, attribute in SETTING_FIELDS.items():
         if fields_in.get(name) not in (None, ""):
-            kind = float if attribute in ("noise_aug_strength", "min_guidance_scale", "max_guidance_scale") else int
+            kind = str if attribute == "speed" else float if attribute in FLOAT_SETTINGS else int  # speed: resolved() checks it
             try:
                 values[attribute] = kind(fields_in[name])
             except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(float("inf")) from a JSON Infinity
                 raise ApiError(400, f"{name} must be a finite number, not {fields_in[name]!r}") from exc
-    if fields_in.get("speed") not in (None, ""):
-        values["speed"] = str(fields_in["speed"])  # exact|balanced|fast, checked by resolved()
     try:
         settings = GenerationSettings(**values).resolved(defaults)
     except SvdtoolError as exc:

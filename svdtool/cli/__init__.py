@@ -23,7 +23,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="print svdtool's version and exit")) -> None:
-    """Stable Video Diffusion → OpenVINO on CPU: export, quantize, generate, validate, push, serve."""
+    pass  # the app's help is Typer(help=...)'s; this callback only carries --version
 
 
 app.command()(export.export)
