@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
-import urllib.request
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,9 @@ from svdtool.errors import SvdtoolError
 from svdtool.runtime.media import IMAGE_SUFFIXES
 
 LIST_SUFFIXES = (".txt", ".lst")
-URL_TIMEOUT_S = 60
+URL_TIMEOUT_S = 60  # a whole download, not one socket read
+URL_MAX_BYTES = 50 * 2**20  # an input photo; a larger download is refused
+URL_MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,41 @@ def read_bytes(item: BatchItem) -> bytes:
     """The input's bytes (a URL is fetched once, by whichever process needs them)."""
     try:
         if item.is_url:
-            with urllib.request.urlopen(item.source, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 (http/https only)
-                return response.read()
+            return fetch_url(item.source)
         return Path(item.source).read_bytes()
     except OSError as exc:
         raise SvdtoolError(f"cannot read {item.source}: {exc}") from exc
+
+
+def fetch_url(url: str) -> bytes:
+    """An http(s) URL's body: redirects followed only to http(s), at most URL_MAX_REDIRECTS; at most URL_MAX_BYTES;
+    the whole download within URL_TIMEOUT_S. Written out because urllib follows redirects to ftp:// and times out per
+    socket read only, and httpx caps neither the size nor the total time."""
+    import httpx
+
+    deadline = time.monotonic() + URL_TIMEOUT_S
+    with httpx.Client(follow_redirects=False, timeout=URL_TIMEOUT_S) as client:
+        for _ in range(URL_MAX_REDIRECTS + 1):
+            if not url.startswith(("http://", "https://")):
+                raise SvdtoolError(f"refused a redirect to {url}: only http and https are fetched")
+            try:
+                with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = str(response.url.join(response.headers["location"]))
+                        continue
+                    response.raise_for_status()
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > URL_MAX_BYTES:
+                            raise SvdtoolError(f"{url} is larger than {URL_MAX_BYTES // 2**20} MiB: not an input photo")
+                        if time.monotonic() > deadline:
+                            raise SvdtoolError(f"{url} did not download within {URL_TIMEOUT_S} s")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except httpx.HTTPError as exc:
+                raise SvdtoolError(f"cannot read {url}: {exc}") from exc
+    raise SvdtoolError(f"{url}: more than {URL_MAX_REDIRECTS} redirects")
 
 
 def decode_image(data: bytes, source: str) -> Image.Image:

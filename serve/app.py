@@ -7,9 +7,11 @@ GET /v1/model; GET / the page to try it. Every refusal is JSON {"error": ...} wi
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +22,22 @@ from svdtool.batch.worker import worker_identity
 from svdtool.errors import SvdtoolError
 
 from .jobs import job_store
-from .limits import FORMATS, ApiError, ServeLimits, decode_image, image_from_base64, parse_settings, token_matches
+from .limits import (FORMATS, ApiError, ServeLimits, decode_image, image_from_base64, negotiate_format, parse_settings,
+                     token_matches)
+
+
+def _public_source(source: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's source without server paths: a local folder or UNet file by its name."""
+    public = {**source}
+    if public.get("kind") == "folder":
+        public["ref"] = Path(str(public["ref"])).name
+    if isinstance(public.get("unet"), dict) and Path(str(public["unet"].get("ref", ""))).is_absolute():
+        public["unet"] = {**public["unet"], "ref": Path(public["unet"]["ref"]).name}
+    return public
+
+
+class RenderCancelled(Exception):
+    """Raised at a denoising step of a render whose client went away: diffusers' loop stops there."""
 
 api = FastAPI(title="svdtool serve", docs_url=None, redoc_url=None)
 
@@ -55,14 +72,23 @@ class VideoService:
         self.waiting = 0
         self.jobs = job_store()
         self.running_jobs: set[asyncio.Task] = set()  # held, so that the event loop does not drop a job's task
+        self.renders = self.most_renders = 0  # renders running on this replica's pipeline now, and the most ever at once
+        self.cancelled = 0  # renders stopped because their client went away
+        self.renders_lock = threading.Lock()
+
+    def _authorized(self, request: Request) -> bool:
+        return not self.token or token_matches(request.headers.get("authorization", ""), self.token)
 
     def _authorize(self, request: Request) -> None:
-        if self.token and not token_matches(request.headers.get("authorization", ""), self.token):
+        if not self._authorized(request):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
 
     @api.get("/v1/health")
-    async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "busy": self.lock.locked(), "waiting": self.waiting, "replica": worker_identity()}
+    async def health(self, request: Request) -> dict[str, Any]:
+        """Open to load balancers; which host, process and Ray node answer is for token holders only."""
+        state = {"status": "ok", "busy": self.lock.locked(), "waiting": self.waiting, "renders": self.renders,
+                 "most_renders_at_once": self.most_renders, "cancelled_renders": self.cancelled}
+        return {**state, "replica": worker_identity()} if self._authorized(request) else state
 
     @api.get("/v1/model")
     async def model(self, request: Request) -> dict[str, Any]:
@@ -70,7 +96,12 @@ class VideoService:
 
         self._authorize(request)
         manifest = read_manifest(self.session.info["model"])
-        return {"model": self.session.info, "defaults": self.target.defaults, "limits": self.limits.as_dict(),
+        manifest = {**manifest, "source": _public_source(manifest.get("source", {}))}
+        quantization = manifest.get("quantization")
+        if quantization:  # where the calibration photos were on the server is nobody else's business
+            calibration = {**quantization.get("calibration", {}), "source": Path(str(quantization.get("calibration", {}).get("source", ""))).name}
+            manifest["quantization"] = {**quantization, "calibration": calibration}
+        return {"model": self._public_info(), "defaults": self.target.defaults, "limits": self.limits.as_dict(),
                 "manifest": {k: manifest.get(k) for k in ("stage", "source", "weights", "cpu_requirement", "quantization")},
                 "validation": manifest.get("validation")}
 
@@ -81,17 +112,26 @@ class VideoService:
     @api.post("/v1/videos")
     async def videos(self, request: Request) -> Response:
         self._authorize(request)
-        fields, data = await self._read(request)
-        settings, video_format = parse_settings(fields, self.target.defaults, self.limits)
-        if "format" not in fields and "image/gif" in request.headers.get("accept", ""):
-            video_format = "gif"
-        image = decode_image(data, self.limits)
-        if self.waiting >= self.limits.max_queue:
+        if self.waiting >= self.limits.max_queue:  # before the body is read: a full replica costs a client nothing
             raise ApiError(429, f"this replica has {self.waiting} requests waiting; try again shortly",
                            {"Retry-After": str(max(1, round(self.waiting * self._seconds_per_video())))})
-        if str(fields.get("async", "")).lower() in ("1", "true", "yes"):
-            job_id = uuid.uuid4().hex
-            await self.jobs.create.remote(job_id, settings.num_inference_steps)
+        # The slot is taken now, not when the render waits for the replica: a burst of async requests cannot all pass
+        # the check above. A body that never arrives holds it for --body-timeout at most.
+        self.waiting += 1
+        try:
+            fields, data = await self._read(request)
+            settings, video_format = parse_settings(fields, self.target.defaults, self.limits)
+            if "format" not in fields:
+                video_format = negotiate_format(request.headers.get("accept", "")) or video_format
+            image = await asyncio.to_thread(decode_image, data, self.limits)  # off the event loop: health answers
+            asynchronous = str(fields.get("async", "")).lower() in ("1", "true", "yes")
+            if asynchronous:
+                job_id = uuid.uuid4().hex
+                await self.jobs.create.remote(job_id, settings.num_inference_steps)
+        except BaseException:
+            self.waiting -= 1
+            raise
+        if asynchronous:
             task = asyncio.get_running_loop().create_task(self._job(job_id, image, settings, video_format))
             self.running_jobs.add(task)
             task.add_done_callback(self.running_jobs.discard)
@@ -115,8 +155,33 @@ class VideoService:
             raise ApiError(404, f"no finished video for job {job_id}")
         return Response(video, media_type=FORMATS[state["manifest"]["format"]])
 
+    async def _read_body(self, request: Request) -> None:
+        """The body, refused (413) as soon as it is known or seen to be larger than an allowed image needs, and (408)
+        when it takes longer than `body_timeout_s` to arrive; kept on the request, where starlette's form() and json()
+        read it from."""
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"a body of {declared} bytes is over this service's limit of {limit}")
+
+        async def read() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"the body is over this service's limit of {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            request._body = await asyncio.wait_for(read(), timeout=self.limits.body_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ApiError(408, f"the body did not arrive within {self.limits.body_timeout_s:g} s") from exc
+
     async def _read(self, request: Request) -> tuple[dict[str, Any], bytes]:
         kind = request.headers.get("content-type", "")
+        if kind.startswith(("multipart/form-data", "application/json")):
+            await self._read_body(request)
         if kind.startswith("multipart/form-data"):
             form = await request.form()
             upload = form.get("image")
@@ -147,29 +212,56 @@ class VideoService:
         from svdtool.batch.worker import render
 
         loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
 
         def on_step(step: int) -> None:
+            if cancelled.is_set():
+                raise RenderCancelled()
             if job_id:
                 self.jobs.update.remote(job_id, status="running", step=step)
 
-        self.waiting += 1
-        try:
+        def counted_render() -> tuple[bytes, dict]:
+            with self.renders_lock:
+                self.renders += 1
+                self.most_renders = max(self.most_renders, self.renders)
+            try:
+                return render(self.session.pipeline, image, settings, video_format, on_step)
+            finally:
+                with self.renders_lock:
+                    self.renders -= 1
+
+        try:  # the caller counted this request in `waiting`
             await asyncio.wait_for(self.lock.acquire(), timeout=self.limits.timeout_s)
         except asyncio.TimeoutError as exc:
             raise ApiError(504, f"no replica was free within {self.limits.timeout_s:g} s; try again later") from exc
         finally:
             self.waiting -= 1
+        start = time.perf_counter()
+        future = loop.run_in_executor(None, counted_render)
         try:
-            start = time.perf_counter()
-            video, facts = await loop.run_in_executor(None, render, self.session.pipeline, image, settings, video_format, on_step)
-            self._last_seconds = time.perf_counter() - start
-        finally:
+            video, facts = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The client went away: the render stops at its next step, and the replica is free only once its thread
+            # has ended (releasing now would start the next render on this pipeline beside the running one).
+            cancelled.set()
+            self.cancelled += 1
+            future.add_done_callback(lambda done: (done.cancelled() or done.exception(), self.lock.release()))
+            raise
+        except BaseException:
             self.lock.release()
+            raise
+        self.lock.release()
+        self._last_seconds = time.perf_counter() - start
         manifest = {"stage": "serve", "settings": settings.as_dict(), "format": video_format,
                     "frames": facts["frames_shape"], "frames_sha256": facts["frames_sha256"], "timings_seconds": facts["timings"],
-                    "runtime": {**{k: self.session.info[k] for k in ("model", "precision", "threads", "cpu")},
+                    "runtime": {**{k: self._public_info()[k] for k in ("model", "precision", "threads", "cpu")},
                                 "replica": worker_identity()}}
         return video, manifest
+
+    def _public_info(self) -> dict[str, Any]:
+        """The session's facts, with the IR folder's name in place of its absolute path on the server."""
+        info = self.session.info
+        return {**info, "model": Path(info["model"]).name, "source": _public_source(info.get("source", {}))}
 
     def _seconds_per_video(self) -> float:
         return getattr(self, "_last_seconds", 10.0)

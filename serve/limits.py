@@ -21,6 +21,9 @@ SETTING_FIELDS = {"frames": "num_frames", "height": "height", "width": "width", 
                   "decode_chunk_size": "decode_chunk_size", "min_guidance": "min_guidance_scale",
                   "max_guidance": "max_guidance_scale", "seed": "seed", "speed": "speed"}
 FLOAT_SETTINGS = {"noise_aug_strength", "min_guidance_scale", "max_guidance_scale"}
+# Decoded formats: Image.open would also take TIFF, PSD or EPS (which runs Ghostscript where it is installed).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
+FIELDS_ALLOWANCE = 64 * 2**10  # bytes of a body beyond the image: multipart headers, the setting fields
 
 
 class ApiError(Exception):
@@ -37,6 +40,12 @@ class ServeLimits:
     max_steps: int = 50
     max_queue: int = 4  # requests waiting per replica beyond the one it runs; more get 429
     timeout_s: float = 600.0
+    body_timeout_s: float = 60.0  # a whole request body must arrive within this (a slow upload is a 408)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body holding an image of `max_image_bytes`: base64 in JSON takes 4/3 of its bytes."""
+        return self.max_image_bytes * 4 // 3 + 4 + FIELDS_ALLOWANCE
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -54,13 +63,34 @@ def decode_image(data: bytes, limits: ServeLimits) -> Image.Image:
     if len(data) > limits.max_image_bytes:
         raise ApiError(413, f"image of {len(data)} bytes is over this service's limit of {limits.max_image_bytes}")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             if image.width * image.height > limits.max_image_pixels:
                 raise ApiError(413, f"image of {image.width}x{image.height} pixels is over this service's limit of "
                                     f"{limits.max_image_pixels} pixels")
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ApiError(400, f"the image could not be read ({type(exc).__name__}): send a JPEG, PNG or WebP") from exc
+
+
+def negotiate_format(accept: str) -> str | None:
+    """The video format an `Accept` header prefers (RFC 9110 media ranges with q-values), or None when it names
+    neither: `image/gif;q=0` refuses GIF, `video/mp4, image/gif;q=0.5` prefers MP4."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        for video_format, mime in FORMATS.items():
+            if media.lower() == mime:
+                weights[video_format] = max(weights.get(video_format, 0.0), quality)
+    acceptable = {name: weight for name, weight in weights.items() if weight > 0}
+    return max(acceptable, key=lambda name: (acceptable[name], name == "mp4")) if acceptable else None
 
 
 def image_from_base64(text: str) -> bytes:

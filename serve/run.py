@@ -44,5 +44,8 @@ def stop_service() -> None:
 
     from svdtool import logs
 
+    from .jobs import stop_jobs
+
     with logs.library_output_to_log():  # Ray's notices about the actors it is stopping
         serve.shutdown()
+        stop_jobs()

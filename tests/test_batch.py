@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from svdtool.batch import BatchSpec, collect_inputs, generate_batch
+from svdtool.batch import BatchSpec, collect_inputs, generate_batch, inputs
 from svdtool.cli import app
 from svdtool.errors import SvdtoolError
 from svdtool.runtime import GenerationSettings
@@ -129,6 +129,48 @@ def test_batch_reads_urls(tiny_ir_fp32, photos, tmp_path):
         server.shutdown()
     assert (summary["done"], summary["failed"]) == (1, 1)
     assert "404" in json.loads((tmp_path / "out" / "failures.jsonl").read_text())["error"]
+
+
+class _Abusive(http.server.BaseHTTPRequestHandler):
+    """Redirects to ftp://, in a loop, to a good photo; a body over the size cap; a body that trickles."""
+
+    photo = b""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        redirects = {"/ftp": "ftp://127.0.0.1/x.png", "/loop": "/loop", "/hop": "/photo.png"}
+        if self.path in redirects:
+            self.send_response(302)
+            self.send_header("Location", redirects[self.path])
+            self.end_headers()
+            return
+        body = {"/photo.png": self.photo, "/huge": b"\0" * (inputs.URL_MAX_BYTES + 1), "/slow": b"x" * 64}[self.path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path == "/slow":
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+            return
+        self.wfile.write(body)
+
+
+def test_urls_are_fetched_within_bounds(photos, monkeypatch):
+    _Abusive.photo = (photos / "photo2.png").read_bytes()
+    monkeypatch.setattr(inputs, "URL_TIMEOUT_S", 2)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Abusive) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert inputs.fetch_url(f"{url}/hop") == _Abusive.photo  # an http redirect is followed
+        for path, fragment in (("/ftp", "only http and https"), ("/loop", "more than 5 redirects"),
+                               ("/huge", "larger than 50 MiB"), ("/slow", "did not download within 2 s")):
+            with pytest.raises(SvdtoolError, match=fragment):
+                inputs.fetch_url(url + path)
+        server.shutdown()
 
 
 def test_bad_batch_options_are_one_line_errors(tiny_ir_fp32, photos, tmp_path):

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from svdtool.models import GenerationDefaults
-from svdtool.serve.limits import ApiError, ServeLimits, parse_settings, token_matches
+from svdtool.serve import jobs
+from svdtool.serve.jobs import JobStore
+from svdtool.serve.limits import ApiError, ServeLimits, decode_image, negotiate_format, parse_settings, token_matches
 
 DEFAULTS = GenerationDefaults(num_frames=4, height=64, width=64, num_inference_steps=3).as_dict()
 
@@ -62,3 +64,71 @@ def test_loopback_hosts(host, loopback):
     from svdtool.cli.serve import _loopback
 
     assert _loopback(host) is loopback
+
+
+@pytest.mark.parametrize("accept, expected", [
+    ("image/gif", "gif"), ("image/gif;q=0", None), ("image/gif;q=0, video/mp4", "mp4"), ("video/mp4, image/gif;q=0.5", "mp4"),
+    ("image/gif, video/mp4;q=0.9", "gif"), ("IMAGE/GIF", "gif"), ("text/html, image/gif;q=bad", None), ("", None),
+    ("image/gifx", None), ("video/mp4; q=1, image/gif; q=1", "mp4"),
+])
+def test_accept_is_parsed_with_q_values(accept, expected):
+    assert negotiate_format(accept) == expected
+
+
+def test_only_jpeg_png_webp_are_decoded(tmp_path):
+    import io
+
+    from PIL import Image
+
+    for image_format, ok in (("PNG", True), ("JPEG", True), ("WEBP", True), ("TIFF", False), ("BMP", False), ("EPS", False)):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format=image_format)
+        if ok:
+            assert decode_image(buffer.getvalue(), ServeLimits()).size == (8, 8)
+        else:
+            with pytest.raises(ApiError, match="could not be read"):
+                decode_image(buffer.getvalue(), ServeLimits())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_job_store_never_drops_running_jobs_and_stays_bounded():
+    clock = Clock()
+    store = JobStore(clock)
+    store.create("running", 10)
+    store.update("running", status="running", step=1)
+    for index in range(jobs.KEEP + 50):
+        store.create(f"job{index}", 10)
+        store.finish(f"job{index}", b"v" * 100, {"format": "mp4"})
+    assert store.get("running")["status"] == "running"  # the old store evicted it as the oldest of 200
+    assert store.stats()["finished"] == jobs.KEEP and store.get("job0") is None and store.video("job0") is None
+    store.finish("running", b"video", {"format": "mp4"})
+    assert store.get("running")["status"] == "done" and store.video("running") == b"video"
+    store.finish("forgotten", b"x" * 10, {})  # a job the store no longer knows leaves no video behind
+    assert store.video("forgotten") is None
+    big = b"x" * (jobs.MAX_VIDEO_BYTES // 3 + 1)
+    for index in range(4):
+        store.create(f"big{index}", 1)
+        store.finish(f"big{index}", big, {})
+    assert store.stats()["video_bytes"] <= jobs.MAX_VIDEO_BYTES and store.video("big3") == big and store.video("big0") is None
+    clock.now += jobs.MAX_AGE_S + 1
+    store.create("new", 1)
+    assert store.stats() == {"jobs": 1, "finished": 0, "video_bytes": 0}  # every finished job aged out
+
+
+def test_a_job_without_progress_is_reported_failed():
+    clock = Clock()
+    store = JobStore(clock)
+    store.create("stuck", 10)
+    store.update("stuck", status="running", step=3)
+    clock.now += jobs.STALE_S - 1
+    assert store.get("stuck")["status"] == "running"
+    clock.now += 2
+    state = store.get("stuck")
+    assert state["status"] == "failed" and "replica stopped" in state["error"]

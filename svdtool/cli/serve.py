@@ -31,6 +31,8 @@ def serve(
     max_video_pixels: int = typer.Option(14 * 576 * 1024, help="largest video, frames x height x width"),
     max_steps: int = typer.Option(50, help="most denoising steps a request may ask for"),
     timeout: float = typer.Option(600, help="seconds a request may wait for its replica (then 504)"),
+    body_timeout: float = typer.Option(60, help="seconds a request's whole body may take to arrive (then 408); bodies "
+                                                "larger than --max-image-mb needs are refused while they arrive (413)"),
     insecure: bool = typer.Option(False, "--insecure", help="allow listening beyond loopback without a token (anyone who "
                                                               "reaches the port can render on this machine)"),
     ray_address: RayAddress = None,
@@ -44,9 +46,9 @@ def serve(
         from svdtool.serve import ServeLimits, start_service
         from svdtool.serve.run import stop_service
 
-        if not 1 <= port <= 65535 or replicas < 1 or cpus_per_replica <= 0 or max_queue < 0 or timeout <= 0:
-            raise SvdtoolError("--port must be 1-65535, --replicas 1 or more, --cpus-per-replica and --timeout above 0, "
-                               "--max-queue 0 or more")
+        if not 1 <= port <= 65535 or replicas < 1 or cpus_per_replica <= 0 or max_queue < 0 or timeout <= 0 or body_timeout <= 0:
+            raise SvdtoolError("--port must be 1-65535, --replicas 1 or more, --cpus-per-replica, --timeout and "
+                               "--body-timeout above 0, --max-queue 0 or more")
         bearer = token or os.environ.get("SVDTOOL_TOKEN") or None
         if not bearer and not insecure and not _loopback(host):
             raise SvdtoolError(f"--host {host} listens beyond this machine without a token: set SVDTOOL_TOKEN (e.g. "
@@ -58,7 +60,8 @@ def serve(
                 assert len(scale) == 2 and 1 <= scale[0] <= scale[1]
             except (ValueError, AssertionError):
                 raise SvdtoolError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, 1 <= MIN <= MAX") from None
-        limits = ServeLimits(int(max_image_mb * 2**20), max_image_pixels, max_video_pixels, max_steps, max_queue, timeout)
+        limits = ServeLimits(int(max_image_mb * 2**20), max_image_pixels, max_video_pixels, max_steps, max_queue, timeout,
+                             body_timeout)
         url = start_service(model, host=host, port=port, replicas=replicas, autoscale=scale, address=ray_address,
                             token=bearer, limits=limits,
                             cpus_per_replica=cpus_per_replica)
