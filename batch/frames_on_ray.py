@@ -25,7 +25,7 @@ class FramesJob:
 
     kind: str
     settings: GenerationSettings
-    source: str = ""
+    source: Any = ""  # a source name or an svdtool.models.Source
     device: str = "cpu"
     dtype: str = "fp32"
     model: str = ""

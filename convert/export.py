@@ -16,7 +16,7 @@ from diffusers import StableVideoDiffusionPipeline
 from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS
-from svdtool.models import Source, component_config, generation_defaults, load_component, resolve_source
+from svdtool.models import SAMPLERS, Source, component_config, generation_defaults, load_component, resolve_source
 from svdtool.outputs import atomic_output_dir, write_manifest
 
 from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
@@ -85,11 +85,14 @@ def export(
         raise SvdtoolError(f"--cross-attention must be one of {', '.join(CROSS_ATTENTION_MODES)}, not {cross_attention!r}")
     if kv_downsample not in KV_DOWNSAMPLE_FACTORS:
         raise SvdtoolError(f"--kv-downsample must be one of {', '.join(map(str, KV_DOWNSAMPLE_FACTORS))} (1 = exact), not {kv_downsample}")
-    source = resolve_source(source) if isinstance(source, str) else source
+    source = resolve_source(source)
     cache_branches = tuple(sorted(set(cache_branches)))
     if cache_branches:
         if via != "openvino" or (shape is not None and shape.static):
             raise SvdtoolError("--cache-branch works with dynamic IRs exported via openvino")
+        if source.sampler_name != "euler":
+            raise SvdtoolError(f"--cache-branch does not go with the {source.sampler_name} sampler: DeepCache reuses deep features "
+                               "between adjacent steps, and its few steps jump far apart in noise level (σ 700 → 0.002 in 4)")
         for branch in cache_branches:
             check_branch(component_config(source, "unet"), branch)
     defaults = generation_defaults(source)
@@ -128,9 +131,10 @@ def export(
             components[name] = {**info, "weights": weights, "export_seconds": round(peak.seconds, 2), "peak_rss_gb": round(peak.peak_gb, 3)}
             console.print(f"  {name}: {peak.seconds:.1f} s, peak RSS {peak.peak_gb:.2f} GB")
             advance()
-        for name in ("scheduler", "feature_extractor"):
-            load_component(source, name).save_pretrained(tmp / name)
-        _write_model_index(tmp)
+        scheduler = load_component(source, "scheduler")
+        scheduler.save_pretrained(tmp / "scheduler")
+        load_component(source, "feature_extractor").save_pretrained(tmp / "feature_extractor")
+        _write_model_index(tmp, scheduler)
         manifest = write_manifest(
             tmp,
             {
@@ -142,6 +146,7 @@ def export(
                 "via": via,
                 "shape": {"static": bool(shape and shape.static), **(vars(trace_shape) if shape and shape.static else {})},
                 "generation_defaults": defaults.as_dict(),
+                "sampler": SAMPLERS[source.sampler_name].describe(scheduler),
                 "attention": {
                     "cross_attention": cross_attention, "cross_attention_layers_folded": folded,
                     "kv_downsample": kv_downsample, "kv_downsampled_layers": downsampled,
@@ -262,13 +267,16 @@ def _describe_model(ov_model: ov.Model) -> dict[str, Any]:
     }
 
 
-def _write_model_index(folder: Path) -> None:
-    """model_index.json as diffusers writes it, so the folder loads with optimum-intel's machinery."""
+def _write_model_index(folder: Path, scheduler: Any) -> None:
+    """model_index.json as diffusers writes it, so the folder loads with optimum-intel's machinery (which imports a
+    scheduler's module by the name given here: svdtool's own consistency scheduler loads from svdtool.models)."""
+    scheduler_class = type(scheduler)
+    library = "diffusers" if scheduler_class.__module__.startswith("diffusers") else "svdtool.models"
     index = {
         "_class_name": StableVideoDiffusionPipeline.__name__,
         "feature_extractor": ["transformers", "CLIPImageProcessor"],
         "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "scheduler": [library, scheduler_class.__name__],
         "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
         "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
     }

@@ -20,7 +20,9 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from svdtool import logs
 from svdtool.errors import SvdtoolError
 
-from .presets import BUILTIN_MODELS, PRESETS, GenerationDefaults
+from .presets import BUILTIN_MODELS, PRESETS, SVD_SCHEDULER_CONFIG, GenerationDefaults
+from .samplers import SAMPLERS, SVDConsistencyScheduler, sampler_of_scheduler
+from .unets import check_unet_spec, describe_unet, load_unet_weights
 
 logs.adopt("transformers", "diffusers", "torch")  # they install console handlers on import
 
@@ -37,12 +39,36 @@ TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # what --dtype of
 
 @dataclass(frozen=True)
 class Source:
-    """Where a pipeline comes from. `kind` is "preset" (random weights), "builtin" (shipped, trained), "folder" or "hub"."""
+    """Where a pipeline comes from. `kind` is "preset" (random weights), "builtin" (shipped, trained), "folder" or "hub";
+    `unet` replaces its UNet (models/unets.py) and `sampler` its scheduler (models/samplers.py; None: its own)."""
 
     kind: str
     ref: str
     variant: str | None = None
     revision: str | None = None
+    unet: str | None = None
+    sampler: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Source":
+        """The source a manifest's `source` record describes (`describe()`'s output)."""
+        return cls(record["kind"], record["ref"], record.get("variant"), record.get("revision"),
+                   (record.get("unet") or {}).get("ref"), record.get("sampler"))
+
+    @property
+    def own_sampler(self) -> str:
+        """The sampler the source's saved scheduler is (read from its config; presets and Hub pipelines: Euler)."""
+        if self.kind not in ("builtin", "folder"):
+            return "euler"
+        path = Path(self.location) / "scheduler" / "scheduler_config.json"
+        try:
+            return sampler_of_scheduler(json.loads(path.read_text()).get("_class_name", ""))
+        except (OSError, ValueError):
+            return "euler"
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler or self.own_sampler
 
     @property
     def random_weights(self) -> bool:
@@ -63,15 +89,31 @@ class Source:
             info["variant"] = self.variant
         if self.revision:
             info["revision"] = self.revision
+        if self.unet:
+            info["unet"] = describe_unet(self.unet)
+        info["sampler"] = self.sampler_name
         return info
 
     def label(self) -> str:
         suffix = " (random weights)" if self.random_weights else ""
-        return f"{self.kind} {self.ref}{suffix}"
+        unet = f" with the UNet {self.unet}" if self.unet else ""
+        sampler = f", {self.sampler} sampler" if self.sampler and self.sampler != self.own_sampler else ""
+        return f"{self.kind} {self.ref}{suffix}{unet}{sampler}"
 
 
-def resolve_source(spec: str, variant: str | None = None, revision: str | None = None) -> Source:
-    """Turn a user string into a Source: a preset name, a local diffusers folder, or an `owner/name` Hub id."""
+def resolve_source(spec: str | Source, variant: str | None = None, revision: str | None = None, *, unet: str | None = None,
+                   sampler: str | None = None) -> Source:
+    """Turn a user string into a Source: a preset name, a local diffusers folder, or an `owner/name` Hub id, with a UNet
+    file that replaces its own and a sampler (checked here, before anything is loaded). A Source is returned as it is."""
+    if isinstance(spec, Source):
+        return spec
+    if sampler is not None and sampler not in SAMPLERS:
+        raise SvdtoolError(f"--sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+    unet = check_unet_spec(unet) if unet is not None else None
+    return replace(_resolve(spec, variant, revision), unet=unet, sampler=sampler)
+
+
+def _resolve(spec: str, variant: str | None, revision: str | None) -> Source:
     if spec in PRESETS:
         return Source("preset", spec)
     if spec in BUILTIN_MODELS:
@@ -96,6 +138,15 @@ def load_component(source: Source, name: str, torch_dtype: torch.dtype = torch.f
     """Load one pipeline component, so exporters can hold one large model in memory at a time."""
     if name not in COMPONENTS:
         raise KeyError(name)
+    if name == "scheduler" and source.sampler_name != source.own_sampler:
+        return SAMPLERS[source.sampler_name].scheduler(SVD_SCHEDULER_CONFIG)
+    component = _load_own_component(source, name, torch_dtype)
+    if name == "unet" and source.unet:
+        component = load_unet_weights(component.float(), source.unet).to(torch_dtype)
+    return component
+
+
+def _load_own_component(source: Source, name: str, torch_dtype: torch.dtype) -> Any:
     if source.kind == "preset":
         component = PRESETS[source.ref].build_component(name)
         if name in _TORCH_COMPONENTS and torch_dtype != torch.float32:
@@ -111,8 +162,9 @@ def load_component(source: Source, name: str, torch_dtype: torch.dtype = torch.f
     # A Hub that is down or offline surfaces as OSError, httpx or even RuntimeError ("client has been closed"),
     # so for Hub sources every Exception becomes the one-line error; local folders fail with OSError/ValueError.
     expected = Exception if source.kind == "hub" else (OSError, ValueError)
+    component_class = SVDConsistencyScheduler if name == "scheduler" and source.own_sampler == "consistency" else COMPONENTS[name]
     try:
-        component = COMPONENTS[name].from_pretrained(source.location, **kwargs)
+        component = component_class.from_pretrained(source.location, **kwargs)
     except expected as exc:
         where = "the Hugging Face Hub" if source.kind == "hub" else "the local folder"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -160,16 +212,18 @@ def size_multiple(unet_config: dict[str, Any], vae_config: dict[str, Any]) -> in
 def generation_defaults(source: Source) -> GenerationDefaults:
     """Default settings: the named model's own, svd-mini's for a folder that `train_mini` wrote (its training.json
     says so: SVD's 576x1024 would take such a model minutes a video), else SVD's (576x1024, 25 steps) with the UNet's
-    frame count; and the size multiple, from the configs (nothing is loaded)."""
+    frame count; the sampler's steps and guidance over them (a consistency sampler: 4 steps, guidance 1.0 to 1.2); and
+    the size multiple, from the configs (nothing is loaded)."""
     unet_config = component_config(source, "unet")
     multiple = size_multiple(unet_config, component_config(source, "vae"))
     if source.kind in ("preset", "builtin"):
         defaults = (PRESETS if source.kind == "preset" else BUILTIN_MODELS)[source.ref].defaults
-        return replace(defaults, size_multiple=multiple)
-    if source.kind == "folder" and _trained_mini(Path(source.location)):
-        return replace(BUILTIN_MODELS["mini"].defaults, size_multiple=multiple)
-    return GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
-                              num_inference_steps=25, size_multiple=multiple, decode_chunk_size=8)
+    elif source.kind == "folder" and _trained_mini(Path(source.location)):
+        defaults = BUILTIN_MODELS["mini"].defaults
+    else:
+        defaults = GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
+                                      num_inference_steps=25, decode_chunk_size=8)
+    return replace(defaults, size_multiple=multiple, **SAMPLERS[source.sampler_name].defaults())
 
 
 def _trained_mini(folder: Path) -> bool:

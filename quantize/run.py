@@ -155,7 +155,8 @@ def quantize(
                 "quantized_on": cpu_info(),
                 "calibration": {**calibration.describe(), "used_for_calibration": len(calibrate_on),
                                 "held_out": len(holdout) if len(images) >= 3 else 0,
-                                "settings": settings.as_dict(), "collect_seconds": round(collect_seconds, 1),
+                                "settings": settings.as_dict(), **_calibration_schedule(source_manifest, data["unet"]),
+                                "collect_seconds": round(collect_seconds, 1),
                                 "collect_peak_rss_gb": round(collect_peak_gb, 2)},
                 "components": report,
                 "accuracy_control": accuracy_control,
@@ -166,6 +167,13 @@ def quantize(
         }
         manifest = write_manifest(tmp, manifest)
     return manifest
+
+
+def _calibration_schedule(source_manifest: dict[str, Any], unet_inputs: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The sampler the calibration run used (the IR's own) and the UNet timesteps its samples came from: a few-step
+    sampler visits other noise levels than SVD's 25 Euler steps, and the activation ranges follow them."""
+    timesteps = sorted({round(float(np.asarray(inputs["timestep"]).ravel()[0]), 4) for inputs in unet_inputs}, reverse=True)
+    return {"sampler": source_manifest.get("source", {}).get("sampler", "euler"), "timesteps": timesteps}
 
 
 def _child(target: str, args: tuple, path: str, verbose: bool) -> None:

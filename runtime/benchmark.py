@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from svdtool.memory import PeakRSS, release_memory
 
 from .deepcache import DeepCacheSettings
 from .generate import GenerationSettings, generate
+from .speed import speed_preset
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -125,15 +127,30 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
+def own_sampling(settings: GenerationSettings, folder: str | Path) -> GenerationSettings:
+    """`settings` with the folder's own steps (at the settings' speed preset) and guidance: a few-step student's 4 steps
+    at guidance 1.0-1.2 beside its teacher's 25 at 1-3 (models/samplers.py)."""
+    from .session import ir_generation_defaults
+
+    defaults = ir_generation_defaults(Path(folder))
+    return replace(settings, num_inference_steps=speed_preset(settings.speed).steps(defaults["num_inference_steps"]),
+                   min_guidance_scale=defaults["min_guidance_scale"], max_guidance_scale=defaults["max_guidance_scale"])
+
+
 def benchmark(folders: list[str | Path], image: Image.Image, settings: GenerationSettings, *, repeat: int = 3,
               hint: str = "LATENCY", threads: int | None = None, torch_source: str | None = None,
-              torch_device: str = "cpu", deepcache: DeepCacheSettings = DeepCacheSettings()) -> dict[str, Any]:
+              torch_device: str = "cpu", deepcache: DeepCacheSettings = DeepCacheSettings(),
+              each_own_steps: bool = False) -> dict[str, Any]:
     """Every folder (and the PyTorch source) on the same image and settings; plus the FLOP-rate view of the UNet.
-    With `deepcache` enabled, each folder also runs with DeepCache (the UNet figures are then per mixed call)."""
+    With `deepcache` enabled, each folder also runs with DeepCache (the UNet figures are then per mixed call). With
+    `each_own_steps`, each folder takes its own sampler's steps and guidance (`own_sampling`)."""
     results = []
     for folder in folders:
+        folder_settings = own_sampling(settings, folder) if each_own_steps else settings
         for cache in ([DeepCacheSettings(), deepcache] if deepcache.enabled else [deepcache]):
-            results.append(benchmark_folder(folder, image, settings, repeat, hint, threads, cache))
+            result = benchmark_folder(folder, image, folder_settings, repeat, hint, threads, cache)
+            results.append({**result, "steps": folder_settings.num_inference_steps,
+                            "guidance": [folder_settings.min_guidance_scale, folder_settings.max_guidance_scale]})
         release_memory()  # each configuration's peak is measured from a lean start
     if torch_source:
         results.append(benchmark_torch(torch_source, image, settings, repeat, torch_device, threads))
@@ -166,7 +183,8 @@ def bar_chart(report: dict[str, Any], path: Path) -> None:
         axis.invert_yaxis()
     axes[1].set_yticklabels([])
     s = report["settings"]
-    figure.suptitle(f"{s['width']}×{s['height']}, {s['num_frames']} frames, {s['num_inference_steps']} steps; median of {report['repeat']}")
+    steps = sorted({r.get("steps", s["num_inference_steps"]) for r in report["results"]})
+    figure.suptitle(f"{s['width']}×{s['height']}, {s['num_frames']} frames, {'/'.join(map(str, steps))} steps; median of {report['repeat']}")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -195,6 +195,8 @@ def generate(
 def _generate(pipeline: Any, image: Image.Image, settings: GenerationSettings, show_progress: bool,
               on_step: Callable[[int], None] | None, memory: StagePeaks) -> GenerationResult:
     generator, latents = seeded_noise(pipeline, settings)
+    if hasattr(pipeline.scheduler, "reseed"):  # a stochastic sampler's noise between steps (models/samplers.py)
+        pipeline.scheduler.reseed(settings.seed)
     num_frames = settings.num_frames
     pipeline.set_progress_bar_config(disable=True)
     with make_progress() as progress:

@@ -43,6 +43,30 @@ def _fusion_rows(components: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _sampler_lines(manifest: dict[str, Any]) -> list[str]:
+    """What replaced the source's UNet and scheduler, when anything did (few-step students)."""
+    unet, sampler = manifest.get("source", {}).get("unet"), manifest.get("sampler")
+    if not unet and (not sampler or sampler["name"] == "euler"):
+        return []
+    lines = ["## Sampler", ""]
+    if unet:
+        lines.append(f"- UNet: replaced by `{unet['ref']}` (sha256 `{unet['sha256']}`)")
+    if sampler:
+        lines.append(f"- sampler: **{sampler['name']}** ({sampler['description']}; `{sampler['scheduler']}`, "
+                     f"{json.dumps(sampler['config'])})")
+        if sampler["name"] != "euler":
+            lines.append(f"- {sampler['num_inference_steps']} steps, guidance {sampler['min_guidance_scale']} → "
+                         f"{sampler['max_guidance_scale']}: `svdtool generate` uses them without flags; loading this folder "
+                         "needs svdtool installed (the scheduler is `svdtool.models.SVDConsistencyScheduler`)")
+    return lines + [""]
+
+
+def _sampler_kwargs(manifest: dict[str, Any]) -> str:
+    sampler = manifest.get("sampler") or {}
+    keys = ("num_inference_steps", "min_guidance_scale", "max_guidance_scale")
+    return "".join(f", {key}={sampler[key]}" for key in keys if sampler.get("name", "euler") != "euler" and key in sampler)
+
+
 def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any] | None = None) -> str:
     """Markdown model card with YAML metadata, built from the folder's manifest (and a validation report)."""
     source = manifest.get("source", {})
@@ -57,6 +81,7 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
     lines += ["## Export", "", f"- IR weights: {manifest.get('weights')} (via {manifest.get('via', 'openvino')})",
               f"- shapes: {'static ' + json.dumps({k: v for k, v in shape.items() if k != 'static'}) if shape.get('static') else 'dynamic batch, frames, height and width'}",
               f"- default generation: {json.dumps(manifest.get('generation_defaults'))}", f"- files: {len(manifest.get('files', {}))}, {total:.1f} MiB", ""]
+    lines += _sampler_lines(manifest)
     lines += ["| component | inputs | outputs |", "|---|---|---|"]
     lines += [f"| {name} | {', '.join(f'`{k}` {v}' for k, v in info['inputs'].items())} | "
               f"{', '.join(f'`{k}` {v}' for k, v in info['outputs'].items())} |" for name, info in manifest.get("components", {}).items()]
@@ -82,7 +107,9 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
     if validation:
         summary = validation["summary"]
         verdict = "PASS" if validation["pass"] else "FAIL"
-        lines += ["", "## Validation", "", f"Against a PyTorch reference on {validation['reference']['device']} "
+        against = ("Against its PyTorch teacher (each at its own steps and guidance; metrics compared, no pixel gate)"
+                   if validation.get("comparison") == "student vs teacher" else "Against a PyTorch reference")
+        lines += ["", "## Validation", "", f"{against} on {validation['reference']['device']} "
                   f"({validation['reference']['dtype']}): **{verdict}**.", "", "| metric | reference | this pipeline |", "|---|---|---|"]
         lines += [f"| {key} | {summary['reference'][key]} | {summary['runtime'][key]} |" for key in summary["reference"]]
         lines += [f"| PSNR vs reference (mean / min, dB) | | {summary['psnr_mean']} / {summary['psnr_min']} |",
@@ -91,7 +118,7 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
               f"svdtool generate --model {repo_id} --input image.jpg --output video.mp4", "```", "", "```python",
               "from svdtool.runtime import OVStableVideoDiffusionPipeline", "from diffusers.utils import load_image, export_to_video", "",
               f'pipe = OVStableVideoDiffusionPipeline.from_pretrained("{repo_id}")',
-              'frames = pipe(load_image("image.jpg"), decode_chunk_size=8).frames[0]', 'export_to_video(frames, "video.mp4", fps=7)', "```", ""]
+              f'frames = pipe(load_image("image.jpg"), decode_chunk_size=8{_sampler_kwargs(manifest)}).frames[0]', 'export_to_video(frames, "video.mp4", fps=7)', "```", ""]
     return "\n".join(lines)
 
 

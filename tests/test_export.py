@@ -26,7 +26,8 @@ def test_layout_matches_optimum_intel(tiny_ir_fp32):
 def test_manifest_explains_the_folder(tiny_ir_fp32):
     manifest = json.loads((tiny_ir_fp32 / "svdtool.json").read_text())
     assert manifest["source"] == {"kind": "preset", "ref": "tiny", "random_weights": True,
-                                  "description": manifest["source"]["description"]}
+                                  "description": manifest["source"]["description"], "sampler": "euler"}
+    assert manifest["sampler"]["scheduler"] == "EulerDiscreteScheduler" and "num_inference_steps" not in manifest["sampler"]
     assert manifest["weights"] == "fp32" and manifest["shape"]["static"] is False
     assert manifest["generation_defaults"]["num_frames"] == 6
     assert {"openvino", "torch", "diffusers"} <= set(manifest["versions"])

@@ -18,7 +18,7 @@ from PIL import Image
 from svdtool.console import console, progress_task
 from svdtool.cpu import cpu_info
 from svdtool.errors import SvdtoolError
-from svdtool.models import TORCH_DTYPES, generation_defaults, load_pipeline, resolve_source
+from svdtool.models import TORCH_DTYPES, Source, generation_defaults, load_pipeline, resolve_source
 from svdtool.outputs import atomic_output_dir, library_versions, sha256_file, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image
 from svdtool.runtime.media import IMAGE_SUFFIXES
@@ -67,7 +67,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def make_reference(
-    source: str,
+    source: str | Source,
     images: str | Path,
     out_dir: str | Path,
     *,

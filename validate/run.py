@@ -12,6 +12,7 @@ import numpy as np
 
 from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
+from svdtool.models import Source
 from svdtool.outputs import atomic_output_dir, read_manifest, write_manifest
 from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
 from svdtool.runtime.generate import GenerationResult
@@ -24,7 +25,7 @@ from .metrics import per_frame_fidelity, video_metrics
 from .reference import (environment, list_images, load_frames, make_reference, read_reference, record_reference,
                         save_frames, settings_of, write_ray_reference)
 from .report import write_html_report
-from .thresholds import Thresholds
+from .thresholds import TEACHER_THRESHOLDS, Thresholds
 
 SUMMARY_KEYS = ("temporal_mse", "sharpness", "brightness", "noise", "flicker", "colourfulness", "warp_error", "motion")
 
@@ -36,7 +37,8 @@ def validate(
     *,
     images: str | Path | None = None,
     source: str | None = None,
-    thresholds: Thresholds = Thresholds(),
+    teacher: str | None = None,
+    thresholds: Thresholds | None = None,
     settings: GenerationSettings = GenerationSettings(),
     reference_dtype: str = "fp16",
     precision: str = "auto",
@@ -50,9 +52,17 @@ def validate(
     same IR on this CPU without DeepCache: what caching alone changes) or a folder made by `make_reference`;
     `deepcache` runs the IR with DeepCache. The reference runs the exact settings, the IR `settings.speed`'s share of
     their steps (svdtool.runtime.speed), so a preset is judged against the exact video. `on_ray` (a
-    `svdtool.batch.RayOptions`, with gpu|cpu) runs the reference on Ray actors (one GPU each for gpu) and the IR on CPU actors, at the same time, in one Ray job. Returns the report; `report["pass"]` is the verdict.
+    `svdtool.batch.RayOptions`, with gpu|cpu) runs the reference on Ray actors (one GPU each for gpu) and the IR on CPU
+    actors, at the same time, in one Ray job. `teacher` (a source: the pipeline a few-step student was distilled from)
+    makes the live reference the teacher at its own steps, sampler and guidance while the IR runs its own; the two
+    sample different videos, so the checks compare the videos' metrics (TEACHER_THRESHOLDS by default), with no pixel
+    gate. Returns the report; `report["pass"]` is the verdict.
     """
     check_precision(precision)
+    if teacher is not None and (reference not in ("gpu", "cpu") or source is not None or on_ray is not None):
+        raise SvdtoolError("--teacher runs the teacher live in this process: use it with --reference gpu or cpu, without "
+                           "--source and --ray")
+    thresholds = thresholds or (TEACHER_THRESHOLDS if teacher else Thresholds())
     preset = speed_preset(settings.speed)
     settings = replace(settings, speed="exact")  # the reference's; the runtime's steps follow from them below
     model_dir = Path(model_dir)
@@ -73,6 +83,8 @@ def validate(
         if reference in ("gpu", "cpu") and on_ray is not None:
             ray_runtime = _both_on_ray(model_dir, source or _manifest_source(manifest), files, ref_dir, settings, device, dtype,
                                        precision, deepcache, preset, on_ray)
+        elif teacher is not None:  # the teacher's own steps and guidance (GenerationSettings leaves them unset)
+            make_reference(teacher, images, ref_dir, device=device, dtype=dtype, settings=replace(settings, num_inference_steps=None))
         elif reference in ("gpu", "cpu"):
             make_reference(source or _manifest_source(manifest), images, ref_dir, device=device, dtype=dtype, settings=settings)
         pipeline = None if ray_runtime else load_ov_pipeline(model_dir, precision=precision)[0]
@@ -80,7 +92,7 @@ def validate(
             record_reference(pipeline, files, ref_dir, settings.resolved(ir_generation_defaults(model_dir)),
                              source={"ir": str(model_dir.resolve()), "deepcache": "off"}, device="cpu", dtype=precision)
         record = read_reference(ref_dir)
-        run_settings = preset.applied(settings_of(record))
+        run_settings = preset.applied(_student_settings(settings_of(record), settings, model_dir) if teacher else settings_of(record))
         if pipeline is not None:
             pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
@@ -100,13 +112,14 @@ def validate(
                     "reference": reference_metrics,
                     "runtime": runtime_metrics,
                     "per_frame": per_frame_fidelity(run.frames, reference_frames),
-                    "checks": thresholds.check(runtime_metrics, reference_metrics),
+                    "checks": thresholds.check(runtime_metrics, reference_metrics, pixel_gate=teacher is None),
                     "timings_seconds": {"reference": entry["timings_seconds"], "runtime": run.timings},
                     "_frames": (reference_frames, run.frames, np.asarray(load_image(ref_dir / entry["image"]))),
                 })
                 advance()
         report = {
             "stage": "validate",
+            "comparison": "student vs teacher" if teacher else "runtime vs reference",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model": {"path": str(model_dir.resolve()), "stage": manifest.get("stage"), "source": manifest.get("source"),
                       "weights": manifest.get("weights"), "mode": manifest.get("quantization", {}).get("mode", "fp")},
@@ -127,7 +140,7 @@ def validate(
     return report
 
 
-def _both_on_ray(model_dir: Path, source: str, files: list[Path], ref_dir: Path, settings: GenerationSettings, device: str,
+def _both_on_ray(model_dir: Path, source: str | Source, files: list[Path], ref_dir: Path, settings: GenerationSettings, device: str,
                  dtype: str, precision: str, deepcache: DeepCacheSettings, preset: SpeedPreset, on_ray: Any) -> dict[str, dict[str, Any]]:
     """The reference (GPU or CPU actors) and the IR (CPU actors) at the same time on Ray, with the settings the
     reference resolves; writes the reference folder and returns the IR's frames per image."""
@@ -145,11 +158,26 @@ def _both_on_ray(model_dir: Path, source: str, files: list[Path], ref_dir: Path,
     return results["runtime"]
 
 
-def _manifest_source(manifest: dict[str, Any]) -> str:
+def _student_settings(teacher_settings: GenerationSettings, given: GenerationSettings, model_dir: Path) -> GenerationSettings:
+    """The teacher's video settings (size, frames, seed, conditioning) with the student IR's own steps and guidance."""
+    defaults = ir_generation_defaults(model_dir)
+    return replace(teacher_settings, num_inference_steps=given.num_inference_steps or defaults["num_inference_steps"],
+                   min_guidance_scale=defaults["min_guidance_scale"], max_guidance_scale=defaults["max_guidance_scale"])
+
+
+def _manifest_source(manifest: dict[str, Any]) -> Source:
+    """The source the IR was exported from, with its UNet and sampler."""
     source = manifest.get("source", {})
     if not source.get("ref"):
         raise SvdtoolError("the model's manifest names no source; pass --source")
-    return source["ref"]
+    unet = source.get("unet")
+    if unet:
+        from svdtool.models.unets import check_unet_spec, unet_sha256
+
+        if unet_sha256(check_unet_spec(unet["ref"])) != unet["sha256"]:
+            raise SvdtoolError(f"the UNet {unet['ref']} changed since this IR was exported from it (its sha256 differs): "
+                               "the reference would be another model; export again")
+    return Source.from_record(source)
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,10 +18,11 @@ class Thresholds:
     max_brightness_change: float = 3.0  # |Δ mean intensity|, levels of 255
     max_noise_increase: float = 0.20  # (runtime − reference) / reference noise sigma
     max_colourfulness_change: float = 0.15  # |Δ mean Lab chroma| / reference
+    max_motion_change: float = 0.30  # |Δ mean optical-flow magnitude| / reference (student vs teacher only)
 
     @classmethod
-    def load(cls, toml_file: str | Path | None = None, **overrides: float | None) -> "Thresholds":
-        thresholds = cls()
+    def load(cls, toml_file: str | Path | None = None, base: "Thresholds | None" = None, **overrides: float | None) -> "Thresholds":
+        thresholds = base or cls()
         if toml_file:
             path = Path(toml_file)
             try:
@@ -37,8 +38,9 @@ class Thresholds:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
-    def check(self, runtime: dict[str, float], reference: dict[str, float]) -> list[dict[str, Any]]:
-        """One row per threshold: measured value, limit, pass."""
+    def check(self, runtime: dict[str, float], reference: dict[str, float], pixel_gate: bool = True) -> list[dict[str, Any]]:
+        """One row per threshold: measured value, limit, pass. Without `pixel_gate` (a student against its teacher: two
+        samplers draw two different videos from one seed) PSNR is not checked and motion is."""
 
         def relative(key: str) -> float:
             return abs(runtime[key] - reference[key]) / max(abs(reference[key]), 1e-9)
@@ -57,4 +59,12 @@ class Thresholds:
             ("|Δ colourfulness| (relative)", relative("colourfulness"), f"≤ {self.max_colourfulness_change}",
              relative("colourfulness") <= self.max_colourfulness_change),
         ]
+        if not pixel_gate:
+            rows = rows[1:] + [("|Δ motion| (relative)", relative("motion"), f"≤ {self.max_motion_change}",
+                                relative("motion") <= self.max_motion_change)]
         return [{"check": name, "value": round(float(value), 4), "limit": limit, "pass": bool(ok)} for name, value, limit, ok in rows]
+
+
+# A few-step student against its teacher (svdtool validate --teacher): the goals of docs/fewstep.md, sharpness and
+# temporal MSE within 20 % of the teacher's, motion within 30 %; brightness may move 5 levels between two samplers' videos.
+TEACHER_THRESHOLDS = Thresholds(max_temporal_mse_change=0.20, max_brightness_change=5.0)

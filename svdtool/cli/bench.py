@@ -61,17 +61,18 @@ def bench(
         defaults = ir_generation_defaults(model_dirs[0])
         run_settings = settings(frames, height, width, steps, speed=speed).resolved(defaults)
         report = benchmark(model_dirs, load_image(image), run_settings, repeat=repeat, hint=hint, threads=threads,
-                           torch_source=torch_source, torch_device=device, deepcache=cache)
+                           torch_source=torch_source, torch_device=device, deepcache=cache, each_own_steps=steps is None)
+        steps_seen = sorted({r.get("steps", run_settings.num_inference_steps) for r in report["results"]})
         output.write_text(json.dumps(report, indent=2))
         bar_chart(report, output.with_suffix(".png"))
         table = Table(title=f"{run_settings.width}x{run_settings.height}, {run_settings.num_frames} frames, "
-                            f"{run_settings.num_inference_steps} steps, median of {repeat} (seconds)", title_justify="left",
+                            f"{'/'.join(map(str, steps_seen))} steps, median of {repeat} (seconds)", title_justify="left",
                       caption=f"UNet {report['unet_gflop_per_step']} GFLOP/step; fp32 matmul peak {report['fp32_matmul_peak_gflops']} "
                               f"GFLOP/s; {cpu_label(report['cpu'])}", caption_justify="left")
-        for column in ("configuration", "load", "1st video", "video", "UNet step", "VAE/frame", "GFLOP/s", "+RSS GB"):
+        for column in ("configuration", "steps", "load", "1st video", "video", "UNet step", "VAE/frame", "GFLOP/s", "+RSS GB"):
             table.add_column(column, justify="left" if column == "configuration" else "right", no_wrap=column != "configuration")
         for r in report["results"]:
-            table.add_row(r["label"], f"{r['load_compile_s']:.1f}", f"{r['first_video_s']:.2f}", f"{r['video_s']['median']:.2f}",
+            table.add_row(r["label"], str(r.get("steps", "")), f"{r['load_compile_s']:.1f}", f"{r['first_video_s']:.2f}", f"{r['video_s']['median']:.2f}",
                           f"{r['unet_step_s']['median']:.3f}", f"{r['vae_decode_per_frame_s']['median']:.3f}",
                           f"{r.get('unet_gflops', '')}", f"{r['peak_rss_added_gb']:.2f}")
         console.print(table)

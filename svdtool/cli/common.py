@@ -29,6 +29,13 @@ Memory = Annotated[str, typer.Option("--memory", help="standard, or low: the UNe
 Speed = Annotated[str, typer.Option("--speed", help="exact (the model's steps: 25 for SVD), balanced (0.6 of them: 15) "
                                                    "or fast (0.4: 10); each passes validate on svd-mini (docs/speed.md); "
                                                    "--steps overrides it")]
+# A source's UNet and sampler, shared by export and reference (models/unets.py, models/samplers.py).
+UnetFile = Annotated[Optional[str], typer.Option("--unet", help="a UNet that replaces the source's: a state-dict file (e.g. "
+                                                                "AnimateLCM-SVD-xt.safetensors), a diffusers UNet folder, or a Hub "
+                                                                "file owner/name/file.safetensors; it must load strictly")]
+SamplerName = Annotated[Optional[str], typer.Option("--sampler", help="euler (SVD's) or consistency (few-step students such "
+                                                                      "as AnimateLCM-SVD: 4 steps, guidance 1.0-1.2); "
+                                                                      "default: the source's own")]
 Seed = Annotated[int, typer.Option("--seed", help="seed of the CPU generator for latents and noise augmentation")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing output")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also show library logs, warnings and progress bars "

@@ -10,7 +10,7 @@ import typer
 from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
-from .common import Overwrite, Verbose, run_command
+from .common import Overwrite, SamplerName, UnetFile, Verbose, run_command
 
 
 def export(
@@ -31,6 +31,8 @@ def export(
     kv_downsample: int = typer.Option(1, help="keys and values of the top level's spatial self-attention from every Nth "
                                               "token row and column (ToDo; 1 = exact, 2 = 4x fewer keys: faster at 576x1024, "
                                               "approximate, check with validate)"),
+    unet: UnetFile = None,
+    sampler: SamplerName = None,
     overwrite: Overwrite = False,
     verbose: Verbose = False,
 ) -> None:
@@ -54,7 +56,7 @@ def export(
             raise SvdtoolError(f"{output} already exists; pass --overwrite to replace it")
         if not static and any(v is not None for v in (height, width, frames)):
             raise SvdtoolError("--height/--width/--frames need --static (a dynamic IR takes any shape at run time)")
-        resolved = resolve_source(source, variant, revision)
+        resolved = resolve_source(source, variant, revision, unet=unet, sampler=sampler)
         shape = None
         if static:
             defaults = generation_defaults(resolved)

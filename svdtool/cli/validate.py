@@ -12,7 +12,8 @@ from svdtool.console import console
 from svdtool.errors import SvdtoolError
 
 from .common import (Actors, CacheBranch, CacheInterval, CacheSchedule, CpusPerActor, DecodeChunk, Fps, Frames, Height, MaxGuidance,
-                     MinGuidance, MotionBucket, NoiseAug, Overwrite, Precision, RayAddress, RayEmbedded, Seed, Speed, Steps, Verbose, Width,
+                     MinGuidance, MotionBucket, NoiseAug, Overwrite, Precision, RayAddress, RayEmbedded, SamplerName, Seed, Speed, Steps,
+                     UnetFile, Verbose, Width,
                      deepcache, ray_options, run_command, settings)
 
 
@@ -25,6 +26,9 @@ def validate(
     output: Path = typer.Option(Path("validation"), "-o", "--output", help="report folder"),
     images: Optional[Path] = typer.Option(None, "--images", help="input images (with --reference gpu|cpu|uncached)"),
     source: Optional[str] = typer.Option(None, "--source", help="PyTorch source for a live reference (default: the manifest's)"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="compare a few-step student with the PyTorch teacher it was "
+                                                                  "distilled from (a source, e.g. svd-xt), each at its own steps "
+                                                                  "and guidance: metrics checks, no pixel gate"),
     reference_dtype: str = typer.Option("fp16", help="dtype of a live GPU reference"),
     precision: Precision = "auto",
     speed: Speed = "exact",
@@ -38,6 +42,7 @@ def validate(
     max_brightness_change: Optional[float] = typer.Option(None, help="max |Δ brightness| in levels (default 3)"),
     max_noise_increase: Optional[float] = typer.Option(None, help="max relative noise increase (default 0.20)"),
     max_colourfulness_change: Optional[float] = typer.Option(None, help="max |Δ colourfulness| relative (default 0.15)"),
+    max_motion_change: Optional[float] = typer.Option(None, help="max |Δ motion| relative, with --teacher (default 0.30)"),
     frames: Frames = None,
     height: Height = None,
     width: Width = None,
@@ -57,13 +62,15 @@ def validate(
         from rich.table import Table
 
         from svdtool.validate import Thresholds, validate as run_validate
+        from svdtool.validate.thresholds import TEACHER_THRESHOLDS
 
-        limits = Thresholds.load(thresholds, min_psnr=min_psnr, max_temporal_mse_change=max_temporal_mse_change,
+        limits = Thresholds.load(thresholds, TEACHER_THRESHOLDS if teacher else None, min_psnr=min_psnr,
+                                 max_motion_change=max_motion_change, max_temporal_mse_change=max_temporal_mse_change,
                                  max_sharpness_change=max_sharpness_change, max_brightness_change=max_brightness_change,
                                  max_noise_increase=max_noise_increase, max_colourfulness_change=max_colourfulness_change)
         run_settings = settings(frames, height, width, steps, seed=seed, speed=speed)
         cache = deepcache(cache_interval, cache_branch, cache_schedule)
-        report = run_validate(model_dir, reference, output, images=images, source=source, thresholds=limits,
+        report = run_validate(model_dir, reference, output, images=images, source=source, teacher=teacher, thresholds=limits,
                               settings=run_settings, reference_dtype=reference_dtype, precision=precision, deepcache=cache,
                               overwrite=overwrite, on_ray=ray_options(ray, ray_address, actors, cpus_per_actor))
         from svdtool.validate.report import worst_first
@@ -101,6 +108,8 @@ def reference(
     decode_chunk_size: DecodeChunk = None,
     min_guidance: MinGuidance = None,
     max_guidance: MaxGuidance = None,
+    unet: UnetFile = None,
+    sampler: SamplerName = None,
     seed: Seed = 42,
     ray: RayEmbedded = False,
     ray_address: RayAddress = None,
@@ -113,11 +122,13 @@ def reference(
     or --ray-address its images are spread over Ray actors (one GPU each with --device cuda)."""
 
     def work() -> None:
+        from svdtool.models import resolve_source
         from svdtool.validate import make_reference
 
+        resolved = resolve_source(source, unet=unet, sampler=sampler)
         run_settings = settings(frames, height, width, steps, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
                                 min_guidance, max_guidance, seed)
-        record = make_reference(source, images, output, device=device, dtype=dtype, settings=run_settings, overwrite=overwrite,
+        record = make_reference(resolved, images, output, device=device, dtype=dtype, settings=run_settings, overwrite=overwrite,
                                 on_ray=ray_options(ray, ray_address, actors, cpus_per_actor))
         seconds = [entry["timings_seconds"]["total"] for entry in record["images"]]
         console.print(f"[green]reference[/] → {output}: {len(seconds)} videos, {sum(seconds) / len(seconds):.2f} s per video on {device}")

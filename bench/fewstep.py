@@ -1,0 +1,140 @@
+"""Few-step students against their 25-step teacher (docs/fewstep.md): whole-video time of a consistency-sampled INT8
+IR at its 4 steps against the teacher's FP16 IR at its 25 Euler steps.
+
+    python bench/fewstep.py build WORK SOURCE [--calib-small] [--kv-downsample 2]
+        export SOURCE with `--sampler consistency` (a distilled student has the same graph as its teacher, so SOURCE's own
+        UNet times what a student's would) -> WORK/student-fp16, and quantize it on its own 4-step schedule -> WORK/student-int8
+    python bench/fewstep.py speed WORK TEACHER_IR NAME [--frames F --height H --width W --memory low]
+        the teacher: one video of 2 Euler steps, its whole video at its own steps computed from those costs (encoders
+        + steps x (one UNet call + the sampler's work) + decoder, as bench/speed_ladder.py does); the student: one whole
+        video at its own steps, measured -> WORK/fewstep_NAME.json
+    python bench/fewstep.py table WORK NAME... [--bench MODEL=REPORT.json ...]   -> bench/results/fewstep.{json,md}, with
+        `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos)
+
+svd and svd-xt have random weights: their figures are speed and memory only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from common import machine, save
+from speed_ladder import CALIBRATION, svdtool, video_seconds
+
+IMAGE = Path(__file__).parents[1] / "examples" / "astronaut.jpg"
+
+
+def build(work: Path, source: str, small_calibration: bool, kv_downsample: int) -> None:
+    fp16, int8 = work / "student-fp16", work / "student-int8"
+    if not fp16.is_dir():
+        assert svdtool("export", source, "-o", str(fp16), "--sampler", "consistency", "--kv-downsample", str(kv_downsample)) == 0
+    calibration = ["--samples", "8", "--calib-height", "128", "--calib-width", "128", "--calib-frames", "4"] if small_calibration else []
+    if not int8.is_dir():
+        assert svdtool("quantize", str(fp16), "--calib", str(CALIBRATION), "-o", str(int8), *calibration) == 0
+
+
+def _costs(timings: dict[str, float], steps: int) -> dict[str, float]:
+    return {"encoders_s": round(timings["image_encoder"] + timings["vae_encoder"], 3),
+            "unet_call_s": round(timings["unet"] / timings["unet_calls"], 3), "decoder_s": round(timings["vae_decoder"], 3),
+            "other_per_step_s": round((timings["total"] - timings["image_encoder"] - timings["vae_encoder"] - timings["unet"]
+                                       - timings["vae_decoder"]) / steps, 3)}
+
+
+def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int | None, width: int | None, memory: str) -> None:
+    from svdtool.outputs import read_manifest
+    from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
+    from svdtool.runtime.session import ir_generation_defaults
+
+    image = load_image(IMAGE)
+    results: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "memory": memory}
+    for role, folder, measured_steps in (("teacher", teacher, 2), ("student", work / "student-int8", None)):
+        defaults = ir_generation_defaults(folder)
+        settings = GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=measured_steps,
+                                      memory=memory).resolved(defaults)
+        pipeline, manifest = load_ov_pipeline(folder, settings=settings)
+        result = generate(pipeline, image, settings, show_progress=False)
+        costs = _costs(result.timings, settings.num_inference_steps)
+        own_steps = defaults["num_inference_steps"]
+        results[role] = {
+            "ir": folder.name, "model": manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else ""),
+            "sampler": manifest["source"].get("sampler", "euler"), "precision": manifest.get("quantization", {}).get("mode", manifest.get("weights")),
+            "attention": manifest.get("attention", {}), "steps": own_steps,
+            "guidance": [settings.min_guidance_scale, settings.max_guidance_scale], **costs,
+            "video_s": round(result.timings["total"] if measured_steps is None else video_seconds(costs, own_steps), 1),
+            "video_is": "measured" if measured_steps is None else f"computed from a measured {measured_steps}-step video",
+            "peak_rss_gb": result.peak_rss_gb["overall"]}
+        results.update(frames=settings.num_frames, height=settings.height, width=settings.width)
+        print(role, results[role], flush=True)
+        del pipeline
+    results["speedup"] = round(results["teacher"]["video_s"] / results["student"]["video_s"], 2)
+    (work / f"fewstep_{name}.json").write_text(json.dumps(results, indent=2))
+
+
+def table(work: Path, names: list[str], bench_files: list[str]) -> None:
+    """The speed table: fewstep.py speed runs, and `svdtool bench TEACHER STUDENT` reports (whole videos, median)."""
+    from svdtool.cpu import cpu_label
+
+    runs = {name: json.loads((work / f"fewstep_{name}.json").read_text()) for name in names}
+    benches = {model: json.loads(Path(path).read_text()) for model, path in (item.split("=", 1) for item in bench_files)}
+    lines = ["# Few-step students: the consistency sampler's 4 steps (INT8) against the teacher's 25 (FP16 IR)", "",
+             "| machine | model, size | teacher: FP16 IR, Euler | student: INT8, consistency | speed-up | how | peak RSS (teacher / student) |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs.values():
+        teacher, student = run["teacher"], run["student"]
+        machine = run["machine"]
+        label = cpu_label({"model": machine["cpu"], "isa": machine["isa"], "int8_dot_product": machine["int8_dot_product"],
+                           "machine": "x86_64"})
+        lines.append(f"| {label}, {machine['cores']} cores | {teacher['model']}, {run['height']}×{run['width']}×"
+                     f"{run['frames']}, `--memory {run['memory']}` | {teacher['steps']} steps: {teacher['video_s']:g} s | "
+                     f"{student['steps']} steps: {student['video_s']:g} s | **{run['speedup']}×** | `bench/fewstep.py speed`: the "
+                     f"teacher {teacher['video_is']}, the student one whole video | {teacher['peak_rss_gb']:.1f} / "
+                     f"{student['peak_rss_gb']:.1f} GB |")
+    for model, report in benches.items():
+        teacher, student = report["results"][:2]
+        settings = report["settings"]
+        lines.append(f"| {cpu_label(report['cpu'])} | {model}, "
+                     f"{settings['height']}×{settings['width']}×{settings['num_frames']} | {teacher['steps']} steps: "
+                     f"{teacher['video_s']['median']:.2f} s | {student['steps']} steps: {student['video_s']['median']:.2f} s | "
+                     f"**{teacher['video_s']['median'] / student['video_s']['median']:.2f}×** | `svdtool bench`: whole videos, "
+                     f"median of {report['repeat']} | +{teacher['peak_rss_added_gb']} / +{student['peak_rss_added_gb']} GB |")
+    lines += ["", "The student's UNet is the source's own under the consistency sampler: a distilled student has the same graph, "
+              "so its time is the student's. Both keep classifier-free guidance on (the teacher 1 → its max, the student "
+              "1.0 → 1.2), so every UNet call runs both halves. svd has random weights: speed and memory only."]
+    save("fewstep", {"runs": runs, "bench": benches}, "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = parser.add_subparsers(dest="stage", required=True)
+    build_parser = stages.add_parser("build")
+    build_parser.add_argument("work", type=Path)
+    build_parser.add_argument("source")
+    build_parser.add_argument("--calib-small", action="store_true")
+    build_parser.add_argument("--kv-downsample", type=int, default=1)
+    speed_parser = stages.add_parser("speed")
+    speed_parser.add_argument("work", type=Path)
+    speed_parser.add_argument("teacher", type=Path)
+    speed_parser.add_argument("name")
+    for option in ("--frames", "--height", "--width"):
+        speed_parser.add_argument(option, type=int)
+    speed_parser.add_argument("--memory", default="standard")
+    table_parser = stages.add_parser("table")
+    table_parser.add_argument("work", type=Path)
+    table_parser.add_argument("names", nargs="*")
+    table_parser.add_argument("--bench", nargs="*", default=[], help="MODEL=REPORT.json: svdtool bench TEACHER_IR STUDENT_IR reports")
+    args = parser.parse_args()
+    if args.stage == "build":
+        args.work.mkdir(parents=True, exist_ok=True)
+        build(args.work, args.source, args.calib_small, args.kv_downsample)
+    elif args.stage == "speed":
+        speed(args.work, args.teacher, args.name, args.frames, args.height, args.width, args.memory)
+    else:
+        table(args.work, args.names, args.bench)
+
+
+if __name__ == "__main__":
+    main()
