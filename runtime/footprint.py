@@ -214,3 +214,19 @@ def _read(xml: Path) -> ov.Model:
 def _elements(port: ov.Output) -> int:
     shape = port.get_partial_shape()
     return int(np.prod([dim.get_length() for dim in shape], dtype=np.int64)) if shape.is_static else 0
+
+
+def check_working_memory(folder: Path, settings: GenerationSettings, precision: str = "auto") -> float:
+    """For a process whose pipeline is already loaded (a service replica): refuse, in one line, settings whose largest
+    stage needs more working memory than is available now, or would hold a tensor OpenVINO's CPU plugin cannot index.
+    Returns the working memory in GB."""
+    try:
+        footprint = estimate(folder, settings, precision)
+    finally:
+        _read.cache_clear()
+    check_tensor_sizes(footprint, settings)
+    working, available = max(footprint.stages_gb.values()), available_gb()
+    if working > available:
+        raise SvdtoolError(f"{settings.num_frames} frames at {settings.width}x{settings.height} need about {working:g} GB of "
+                           f"working memory and {available:g} GB is available: ask for fewer frames or a smaller size")
+    return working

@@ -114,17 +114,20 @@ def _named_model_ir(name: str, folder: Path, deepcache: DeepCacheSettings | None
 
 def open_session(target: Plan, device: str | None = None, precision: str = "auto", dtype: str = "fp32",
                  deepcache: DeepCacheSettings | None = None, threads: int | None = None,
-                 settings: GenerationSettings | None = None) -> Session:
+                 settings: GenerationSettings | None = None, cache_compiled: bool = False) -> Session:
     """Load (and for a named model on OpenVINO, export on first use) the pipeline `target` names; `threads` caps
     OpenVINO's inference threads (a batch actor's share of the CPUs). With `settings` (resolved), an OpenVINO run that
-    this machine's memory cannot hold is refused before loading (footprint.py)."""
+    this machine's memory cannot hold is refused before loading (footprint.py). `cache_compiled` keeps OpenVINO's
+    compiled shapes in svdtool's cache (cache.compiled_models), for a service whose shapes --sizes bounds."""
     if target.backend == "openvino":
         from .loading import load_ov_pipeline
 
         named = target.model in PRESETS or target.model in BUILTIN_MODELS
         folder = named_model_ir(target.model, deepcache) if named else target.model
+        compiled = cache.compiled_models(sha256_file(Path(folder) / MANIFEST_NAME)) if cache_compiled else None
         pipeline, manifest = load_ov_pipeline(folder, device=(device or "CPU").upper(), precision=precision,
-                                              ov_config=_share_of_cpus(threads) if threads else None, settings=settings)
+                                              ov_config=_share_of_cpus(threads) if threads else None, settings=settings,
+                                              cache_dir=compiled)
         memory = manifest.get("memory_estimate")
         if deepcache is not None and deepcache.enabled:
             pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)

@@ -41,6 +41,10 @@ class ServeLimits:
     max_queue: int = 4  # requests waiting per replica beyond the one it runs; more get 429
     timeout_s: float = 600.0
     body_timeout_s: float = 60.0  # a whole request body must arrive within this (a slow upload is a 408)
+    # (height, width, frames) a request may ask for; empty: any within the limits above. Each new shape (and decode
+    # chunk, guidance on/off) reshapes and recompiles a replica's pipeline: a client alternating them makes every
+    # request pay a compile, which --sizes bounds.
+    sizes: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def max_body_bytes(self) -> int:
@@ -127,4 +131,30 @@ def parse_settings(fields_in: dict[str, Any], defaults: dict[str, Any], limits: 
                             f"of {limits.max_video_pixels} frame pixels")
     if settings.num_inference_steps > limits.max_steps:
         raise ApiError(413, f"{settings.num_inference_steps} steps is over this service's limit of {limits.max_steps}")
+    if limits.sizes and (settings.height, settings.width, settings.num_frames) not in limits.sizes:
+        allowed = ", ".join(format_size(size) for size in limits.sizes)
+        raise ApiError(400, f"{format_size((settings.height, settings.width, settings.num_frames))} (height x width x frames) "
+                            f"is not served here; this service serves {allowed}")
+    if limits.sizes and "decode_chunk_size" in values:
+        raise ApiError(400, "decode_chunk_size is fixed by this service (--sizes): leave it out")
     return settings, video_format
+
+
+def format_size(size: tuple[int, int, int]) -> str:
+    return "x".join(map(str, size))
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int, int], ...]:
+    """`--sizes 576x1024x14,320x512x8` (height x width x frames) -> ((576, 1024, 14), (320, 512, 8))."""
+    sizes = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        try:
+            height, width, frames = (int(value) for value in part.lower().split("x"))
+        except ValueError:
+            raise SvdtoolError(f"--sizes {text!r}: give HEIGHTxWIDTHxFRAMES, comma-separated (e.g. 576x1024x14,320x512x8)") from None
+        if min(height, width, frames) < 1:
+            raise SvdtoolError(f"--sizes {part!r}: height, width and frames must be 1 or more")
+        sizes.append((height, width, frames))
+    if not sizes:
+        raise SvdtoolError("--sizes names no size: give HEIGHTxWIDTHxFRAMES, comma-separated")
+    return tuple(sizes)

@@ -1,5 +1,5 @@
-"""svdtool's own cache (`SVDTOOL_CACHE`, default ~/.cache/svdtool): named models exported once, and the last run's
-library log. `svdtool cache` lists and clears it."""
+"""svdtool's own cache (`SVDTOOL_CACHE`, default ~/.cache/svdtool): named models exported once, OpenVINO's compiled
+pipelines of services run with `--sizes`, and the last run's library log. `svdtool cache` lists and clears it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ def named_model_ir(name: str) -> Path:
     return cache_root() / "ir" / f"{name}-fp16"
 
 
+def compiled_models(ir_sha256: str) -> Path:
+    """OpenVINO's CACHE_DIR for one IR (by its manifest's sha256): a compiled shape seen before loads instead of
+    compiling again (a service replica switching between its --sizes)."""
+    return cache_root() / "compiled" / ir_sha256[:16]
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
@@ -25,6 +31,7 @@ def cached_entries() -> list[tuple[Path, int]]:
     """Every cached item (exported IRs, the log folder) with its size in bytes."""
     root = cache_root()
     entries = sorted((root / "ir").iterdir()) if (root / "ir").is_dir() else []
+    entries += sorted((root / "compiled").iterdir()) if (root / "compiled").is_dir() else []
     if (root / "logs").is_dir():
         entries.append(root / "logs")
     return [(entry, folder_bytes(entry) if entry.is_dir() else entry.stat().st_size) for entry in entries]

@@ -393,19 +393,35 @@ def test_page_in_headless_chromium(service, image_file, tmp_path):
             await call("Page.navigate", url=f"{service}/")
             await wait_for("document.readyState === 'complete' && !!document.getElementById('form')")
             await evaluate(f"document.getElementById('token').value = '{TOKEN}';"
+                           "document.getElementById('token').dispatchEvent(new Event('change'));"
                            "document.querySelector('[name=frames]').value = 8; document.querySelector('[name=steps]').value = 12;"
                            "document.querySelector('[name=height]') === null")
+            placeholders = await wait_for("document.querySelector('[name=steps]').placeholder && "
+                                          "[document.querySelector('[name=frames]').placeholder, "
+                                          "document.querySelector('[name=steps]').placeholder, document.getElementById('limits').textContent]")
             await submit(image_file)
+            preview = await wait_for("document.getElementById('preview').src")
             progress = await wait_for("document.getElementById('progress').value > 0 && document.getElementById('progress').value")
             await wait_for("(() => { const v = document.getElementById('video'); return !!v && v.currentTime > 0 && !v.paused })()")
             download = await evaluate("document.getElementById('download').getAttribute('download')")
+            facts = await wait_for("document.getElementById('facts').textContent")
+            await call("Emulation.setDeviceMetricsOverride", width=1000, height=900, deviceScaleFactor=1, mobile=False)
+            shot = await call("Page.captureScreenshot", format="png")
+            (tmp_path / "page.png").write_bytes(__import__("base64").b64decode(shot["data"]))
             await submit(huge)
             error = await wait_for("document.getElementById('error').textContent")
-            return {"progress": progress, "download": download, "error": error}
+            return {"progress": progress, "download": download, "error": error, "placeholders": placeholders,
+                    "preview": preview, "facts": facts}
 
     try:
         outcome = asyncio.run(drive())
     finally:
         chrome.kill()
     assert outcome["progress"] >= 1 and outcome["download"] == "video.mp4"
+    frames, steps, limits = outcome["placeholders"]
+    assert (frames, steps) == ("6", "4") and "12 steps" in limits  # tiny's defaults; the fixture's --max-steps
+    assert outcome["preview"].startswith("blob:")  # the chosen image is shown beside the video
+    assert "64x64, 8 frames" in outcome["facts"] and "12 (exact)" in outcome["facts"] and " s (UNet " in outcome["facts"]
+    if os.environ.get("SVDTOOL_PAGE_SHOT"):  # look at it: SVDTOOL_PAGE_SHOT=page.png pytest -k chromium
+        __import__("shutil").copy(tmp_path / "page.png", os.environ["SVDTOOL_PAGE_SHOT"])
     assert "over this service's limit" in outcome["error"]

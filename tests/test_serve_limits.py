@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,71 @@ def test_a_job_without_progress_is_reported_failed():
     clock.now += 2
     state = store.get("stuck")
     assert state["status"] == "failed" and "replica stopped" in state["error"]
+
+
+def test_a_request_the_replica_cannot_hold_is_refused(tiny_ir_fp32, monkeypatch):
+    from svdtool.errors import SvdtoolError
+    from svdtool.runtime import GenerationSettings
+    from svdtool.runtime.footprint import check_working_memory
+    from svdtool.runtime.session import ir_generation_defaults
+
+    settings = GenerationSettings(num_frames=14, height=512, width=512).resolved(ir_generation_defaults(tiny_ir_fp32))
+    working = check_working_memory(tiny_ir_fp32, settings)
+    assert working > 0.2
+    monkeypatch.setenv("SVDTOOL_MEMORY_GB", str(working / 2))
+    with pytest.raises(SvdtoolError, match="working memory and .* GB is available: ask for fewer frames"):
+        check_working_memory(tiny_ir_fp32, settings)
+    small = GenerationSettings(num_frames=2, height=64, width=64).resolved(ir_generation_defaults(tiny_ir_fp32))
+    assert check_working_memory(tiny_ir_fp32, small) < working / 2  # a smaller video still fits
+
+
+def test_serve_refuses_replicas_that_do_not_fit_before_ray_starts(tiny_ir_fp32, monkeypatch):
+    from typer.testing import CliRunner
+
+    from svdtool.cli import app
+
+    monkeypatch.setenv("SVDTOOL_MEMORY_GB", "2")
+    result = CliRunner().invoke(app, ["serve", str(tiny_ir_fp32), "--replicas", "4", "--port", "1"])
+    assert result.exit_code == 2 and "4 replicas need about" in result.output and "use --replicas 1 or fewer" in result.output, result.output
+
+
+def test_sizes_bound_the_shapes_a_replica_compiles():
+    from svdtool.errors import SvdtoolError
+    from svdtool.serve.limits import parse_sizes
+
+    limits = ServeLimits(sizes=parse_sizes("64x64x4, 128x128x8"))
+    assert limits.sizes == ((64, 64, 4), (128, 128, 8))
+    settings, _ = parse_settings({"height": "128", "width": "128", "frames": "8"}, DEFAULTS, limits)
+    assert (settings.height, settings.width, settings.num_frames) == (128, 128, 8)
+    for fields, fragment in (({"height": "128", "width": "64", "frames": "8"}, "128x64x8 (height x width x frames) is not served"),
+                             ({"height": "64", "width": "64", "frames": "4", "decode_chunk_size": "2"}, "decode_chunk_size is fixed")):
+        with pytest.raises(ApiError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as refused:
+            parse_settings(fields, DEFAULTS, limits)
+        assert refused.value.status == 400
+    for text in ("64x64", "axbxc", "0x64x4", ","):
+        with pytest.raises(SvdtoolError, match="--sizes"):
+            parse_sizes(text)
+
+
+def test_serve_refuses_a_size_the_model_cannot_make(tiny_ir_fp32):
+    from typer.testing import CliRunner
+
+    from svdtool.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_ir_fp32), "--sizes", "64x64x4,100x64x4"])
+    assert result.exit_code == 2 and "--height 100 is not possible" in result.output, result.output
+
+
+def test_a_service_with_sizes_keeps_compiled_shapes(tiny_ir_fp32, monkeypatch, tmp_path):
+    from svdtool import cache
+    from svdtool.runtime import GenerationSettings, generate, load_image
+    from svdtool.runtime.session import ir_generation_defaults, open_session, plan
+
+    monkeypatch.setenv("SVDTOOL_CACHE", str(tmp_path))
+    session = open_session(plan(str(tiny_ir_fp32), "openvino"), threads=2, cache_compiled=True)
+    image = load_image(Path(__file__).parents[1] / "examples" / "astronaut.jpg")
+    for size in (64, 128):
+        generate(session.pipeline, image, GenerationSettings(num_frames=2, height=size, width=size, num_inference_steps=1)
+                 .resolved(ir_generation_defaults(tiny_ir_fp32)), show_progress=False)
+    [(folder, size_bytes)] = [(entry, size) for entry, size in cache.cached_entries() if entry.parent.name == "compiled"]
+    assert size_bytes > 0 and len([f for f in folder.iterdir() if f.suffix == ".blob"]) >= 2  # a blob per compiled shape

@@ -31,6 +31,9 @@ def serve(
     max_video_pixels: int = typer.Option(14 * 576 * 1024, help="largest video, frames x height x width"),
     max_steps: int = typer.Option(50, help="most denoising steps a request may ask for"),
     timeout: float = typer.Option(600, help="seconds a request may wait for its replica (then 504)"),
+    sizes: Optional[str] = typer.Option(None, help="the only HEIGHTxWIDTHxFRAMES requests may ask for, comma-separated (e.g. "
+                                                   "576x1024x14,320x512x8): every new shape recompiles a replica's pipeline, "
+                                                   "so a client alternating shapes makes each request pay a compile"),
     body_timeout: float = typer.Option(60, help="seconds a request's whole body may take to arrive (then 408); bodies "
                                                 "larger than --max-image-mb needs are refused while they arrive (413)"),
     insecure: bool = typer.Option(False, "--insecure", help="allow listening beyond loopback without a token (anyone who "
@@ -44,6 +47,7 @@ def serve(
 
     def work() -> None:
         from svdtool.serve import ServeLimits, start_service
+        from svdtool.serve.limits import parse_sizes
         from svdtool.serve.run import stop_service
 
         if not 1 <= port <= 65535 or replicas < 1 or cpus_per_replica <= 0 or max_queue < 0 or timeout <= 0 or body_timeout <= 0:
@@ -61,7 +65,7 @@ def serve(
             except (ValueError, AssertionError):
                 raise SvdtoolError(f"--autoscale {autoscale!r}: give MIN:MAX replicas, 1 <= MIN <= MAX") from None
         limits = ServeLimits(int(max_image_mb * 2**20), max_image_pixels, max_video_pixels, max_steps, max_queue, timeout,
-                             body_timeout)
+                             body_timeout, parse_sizes(sizes) if sizes is not None else ())
         url = start_service(model, host=host, port=port, replicas=replicas, autoscale=scale, address=ray_address,
                             token=bearer, limits=limits,
                             cpus_per_replica=cpus_per_replica)
