@@ -30,6 +30,7 @@ TABLES = [
     ("deepcache_svd-xt-int8.md", "bench/server_deepcache.sh OUT prepare, then bench/server_deepcache.sh OUT int8 (GPU host)"),
     ("deepcache_mini.md", "python bench/deepcache.py mini"),
     ("quantize_memory_svd-xt_after.md", "python bench/quantize_memory.py SVD_XT_FP16_DIR --calib examples/calibration --samples 4 --calib-size 128 128 4 2 --out svd-xt_after"),
+    ("serve_abuse.md", "svdtool export tiny -o out/tiny-ov --weights fp32 && python bench/serve_abuse.py out/tiny-ov"),
     ("serve_load_mini.md", "python bench/serve_load.py out/mini-int8 --replicas 1 --out mini"),
     ("mini_goals_v7.md", "python bench/mini_goals.py v5=FOLDER v6=FOLDER v7=FOLDER --out mini_goals_v7"),
 ]

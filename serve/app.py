@@ -89,7 +89,9 @@ class VideoService:
         """Open to load balancers; which host, process and Ray node answer is for token holders only."""
         state = {"status": "ok", "busy": self.lock.locked(), "waiting": self.waiting, "renders": self.renders,
                  "most_renders_at_once": self.most_renders, "cancelled_renders": self.cancelled}
-        return {**state, "replica": worker_identity()} if self._authorized(request) else state
+        if not self._authorized(request):
+            return state
+        return {**state, "replica": worker_identity(), "jobs": await self.jobs.stats.remote()}
 
     @api.get("/v1/model")
     async def model(self, request: Request) -> dict[str, Any]:

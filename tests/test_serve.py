@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,7 +26,9 @@ from svdtool.runtime.session import ir_generation_defaults, open_session, plan
 
 from conftest import free_port
 
-TOKEN = "test-token"
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+from serve_abuse import CASES, SERVICE_OPTIONS, TOKEN, run_suite  # noqa: E402  (the abuse and fault suite, bench/)
+
 SMALL = {"frames": "4", "steps": "3", "height": "64", "width": "64", "seed": "42"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -72,8 +74,7 @@ def running_service(model, *options: str, stop: int = signal.SIGTERM):
 
 @pytest.fixture(scope="module")
 def service(tiny_ir_fp32):
-    with running_service(tiny_ir_fp32, "--replicas", "2", "--cpus-per-replica", "1", "--token", TOKEN, "--max-queue", "1",
-                         "--max-steps", "12", "--max-image-mb", "1", "--body-timeout", "3", stop=signal.SIGINT) as url:  # Ctrl-C; the autoscale case: SIGTERM
+    with running_service(tiny_ir_fp32, *SERVICE_OPTIONS, "--token", TOKEN, stop=signal.SIGINT) as url:  # Ctrl-C; the autoscale case: SIGTERM
         yield url
 
 
@@ -151,152 +152,19 @@ def test_refusals_are_json_errors(service, image_file, fields, image, headers, s
     assert "Traceback" not in response.text
 
 
-def _tiff(image_file) -> bytes:
-    buffer = io.BytesIO()
-    Image.open(image_file).save(buffer, format="TIFF")
-    return buffer.getvalue()
-
-
-def test_abuse_is_refused_while_reading_and_the_service_still_renders(service, image_file):
-    """#47 items 3, 8, 9, 11: bodies over the limit (declared, or chunked without a length) are 413 before they are
-    read whole; a trickling body is a 408; TIFF is not decoded; `Accept: image/gif;q=0` gets no GIF; /v1/health
-    without the token, /v1/model and the manifest header show no host, process or server path. Then a correct video."""
-    limit = 2**20 * 4 // 3 + 4 + 64 * 2**10  # --max-image-mb 1: ServeLimits.max_body_bytes
-    big = httpx.post(f"{service}/v1/videos", content=b"{" + b" " * (limit + 1), timeout=60,
-                     headers={**AUTH, "content-type": "application/json"})
-    assert big.status_code == 413 and "limit" in big.json()["error"], big.text
-
-    def chunks():
-        for _ in range(64):
-            yield b" " * 2**16  # 4 MiB in all, no Content-Length: refused once the limit is passed
-    chunked = httpx.post(f"{service}/v1/videos", content=chunks(), timeout=60, headers={**AUTH, "content-type": "application/json"})
-    assert chunked.status_code == 413, chunked.text
-
-    def trickle():
-        for _ in range(10):
-            time.sleep(0.5)
-            yield b" "
-    slow = httpx.post(f"{service}/v1/videos", content=trickle(), timeout=60, headers={**AUTH, "content-type": "application/json"})
-    assert slow.status_code == 408 and "did not arrive within 3 s" in slow.json()["error"], slow.text
-    tiff = _post(service, _tiff(image_file), SMALL)
-    assert tiff.status_code == 400 and "could not be read" in tiff.json()["error"]
-    not_gif = _post(service, _png(image_file), SMALL, headers={**AUTH, "Accept": "image/gif;q=0, video/mp4"})
-    assert not_gif.status_code == 200 and not_gif.headers["content-type"] == "video/mp4"
-    assert "replica" not in httpx.get(f"{service}/v1/health").json()
-    assert "pid" in httpx.get(f"{service}/v1/health", headers=AUTH).json()["replica"]
-    model = httpx.get(f"{service}/v1/model", headers=AUTH).json()
-    manifest = json.loads(not_gif.headers["x-svdtool-manifest"])
-    assert "/" not in model["model"]["model"] and "/" not in manifest["runtime"]["model"]
-    assert _post(service, _png(image_file), SMALL).status_code == 200  # the service still renders
-
-
-def test_disconnected_clients_never_overlap_renders(service, image_file):
-    """#47 item 1: a client that gives up mid-render used to free its replica while the render went on, so the next
-    request rendered beside it on one pipeline. Each replica counts the renders running at once; it never passes 1."""
-    long = {**SMALL, "steps": "12", "frames": "14", "height": "512", "width": "512"}
-
-    def dropped() -> None:
-        with contextlib.suppress(httpx.TimeoutException):
-            _post(service, _png(image_file), long, timeout=1.5)
-
-    for _ in range(3):
-        threads = [threading.Thread(target=dropped) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        follow = [threading.Thread(target=lambda: _post(service, _png(image_file), SMALL)) for _ in range(2)]
-        for thread in follow:
-            thread.start()
-        for thread in follow:
-            thread.join()
-    most: dict[int, int] = {}
-    cancelled: dict[int, int] = {}
-    for _ in range(60):
-        health = httpx.get(f"{service}/v1/health", headers=AUTH).json()
-        most[health["replica"]["pid"]] = health["most_renders_at_once"]
-        cancelled[health["replica"]["pid"]] = health["cancelled_renders"]
-        if len(most) == 2:
-            break
-    assert sum(cancelled.values()) >= 1, cancelled  # the case happened: Serve cancelled a render whose client left
-    assert most and max(most.values()) == 1, most
-    assert _post(service, _png(image_file), SMALL).status_code == 200
-
-
-def test_an_async_burst_stays_within_the_queue(service, image_file):
-    """#47 item 11: async requests took their queue slot only when their task started, so a burst passed the 429
-    check together. With --max-queue 1 and 2 replicas, a replica holds one render and one waiting request."""
-    long = {**SMALL, "steps": "12", "frames": "14", "height": "512", "width": "512", "async": "true"}
-    results: list[httpx.Response] = []
-    barrier = threading.Barrier(8)
-
-    def one() -> None:
-        barrier.wait()
-        results.append(_post(service, _png(image_file), long))
-
-    threads = [threading.Thread(target=one) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    accepted = [r.json()["status"] for r in results if r.status_code == 202]
-    assert sorted({r.status_code for r in results}) == [202, 429] and len(accepted) <= 4, [r.status_code for r in results]
-    for status in accepted:  # let them finish: the module's other tests share the replicas
-        for _ in range(600):
-            if httpx.get(f"{service}{status}", headers=AUTH).json()["status"] not in ("queued", "running"):
-                break
-            time.sleep(0.2)
+def test_abuse_and_fault_suite(service, tiny_ir_fp32):
+    """#47: every kind of abuse and fault of bench/serve_abuse.py against this real service, each refused with a JSON 4xx
+    or handled; then health and a video equal to the library's. The committed table names every case it runs."""
+    rows = run_suite(service, str(tiny_ir_fp32))
+    assert all(row["ok"] for row in rows), [row for row in rows if not row["ok"]]
+    table = (Path(__file__).parents[1] / "bench" / "results" / "serve_abuse.md").read_text()
+    assert all(f"| {case} |" in table for _, case, _, _ in CASES), "bench/results/serve_abuse.md is stale: run bench/serve_abuse.py"
 
 
 def test_wrong_content_type_and_unknown_job(service):
     response = httpx.post(f"{service}/v1/videos", content=b"x", headers={**AUTH, "content-type": "text/plain"})
     assert response.status_code == 415 and "multipart" in response.json()["error"]
     assert httpx.get(f"{service}/v1/jobs/nope", headers=AUTH).status_code == 404
-
-
-def _busy_replica() -> int | None:
-    """The Serve replica process that is computing (Ray titles them `ray::ServeReplica:...`): the one using a CPU.
-    (A health check cannot find it: Serve routes it to the least busy replica.)"""
-    import psutil
-
-    replicas = [p for p in psutil.process_iter(["cmdline"]) if "ServeReplica:svdtool" in " ".join(p.info["cmdline"] or [])]
-    for process in replicas:
-        process.cpu_percent(None)
-    time.sleep(0.3)
-    usage = {process.pid: process.cpu_percent(None) for process in replicas}
-    busiest = max(usage, key=usage.get, default=None)
-    return busiest if busiest is not None and usage[busiest] > 30 else None
-
-
-def test_a_killed_replica_leaves_the_service_up(service, image_file):
-    """SIGKILL the replica computing a long request: its client gets an error or Serve's retried result, and the
-    service answers again once Serve has replaced the replica."""
-    outcome: list = []
-
-    def long_request() -> None:
-        try:
-            outcome.append(_post(service, _png(image_file), {**SMALL, "steps": "12", "frames": "8", "height": "128",
-                                                              "width": "128"}))
-        except httpx.HTTPError as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=long_request)
-    thread.start()
-    busy = None
-    for _ in range(100):
-        busy = _busy_replica()
-        if busy or outcome:
-            break
-    assert busy and not outcome, "no replica was seen computing the request"
-    os.kill(busy, signal.SIGKILL)
-    thread.join(timeout=300)
-    assert isinstance(outcome[0], httpx.HTTPError) or outcome[0].status_code in (200, 500, 502, 503)
-    for _ in range(120):  # the service stays up and Serve replaces the replica
-        if _post(service, _png(image_file), SMALL).status_code == 200:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the service did not answer after a replica was killed")
 
 
 @pytest.mark.slow  # about 80 s: Serve waits 10 s of load before it adds a replica (run by `pytest -m slow`)
