@@ -197,6 +197,17 @@ def test_autoscale_adds_a_replica_under_load(tiny_ir_fp32, image_file):
     assert len(set(pids)) == 2, f"no second replica after {len(pids)} videos"
 
 
+def test_the_page_puts_no_server_text_into_html_and_the_pins_hold():
+    """#47 item 11: the page used innerHTML for the video (with the manifest's format in it); the serve extra pins
+    starlette and python-multipart above their multipart denial-of-service fixes."""
+    import tomllib
+    from importlib import resources
+
+    assert "innerHTML" not in resources.files("svdtool.serve").joinpath("page.html").read_text()
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"starlette>=0.40", "python-multipart>=0.0.18"} <= set(extras["serve"]) and "python-multipart>=0.0.18" in extras["test"]
+
+
 def _chromium() -> str | None:
     import shutil
 
@@ -278,7 +289,10 @@ def test_page_in_headless_chromium(service, image_file, tmp_path):
             (tmp_path / "page.png").write_bytes(__import__("base64").b64decode(shot["data"]))
             await submit(huge)
             error = await wait_for("document.getElementById('error').textContent")
-            return {"progress": progress, "download": download, "error": error, "placeholders": placeholders,
+            not_json = (await call("Runtime.evaluate", awaitPromise=True, returnByValue=True, expression=(
+                "json(new Response('<html>busy</html>', {status: 503, statusText: 'Service Unavailable', "
+                "headers: {'content-type': 'text/html'}})).then(() => 'parsed', (e) => e.message)")))["result"]["value"]
+            return {"progress": progress, "download": download, "error": error, "placeholders": placeholders, "not_json": not_json,
                     "preview": preview, "facts": facts}
 
     try:
@@ -288,6 +302,7 @@ def test_page_in_headless_chromium(service, image_file, tmp_path):
     assert outcome["progress"] >= 1 and outcome["download"] == "video.mp4"
     frames, steps, limits = outcome["placeholders"]
     assert (frames, steps) == ("6", "4") and "12 steps" in limits  # tiny's defaults; the fixture's --max-steps
+    assert outcome["not_json"] == "the service answered 503 Service Unavailable"  # Serve's own 503 was a SyntaxError
     assert outcome["preview"].startswith("blob:")  # the chosen image is shown beside the video
     assert "64x64, 8 frames" in outcome["facts"] and "12 (exact)" in outcome["facts"] and " s (UNet " in outcome["facts"]
     if os.environ.get("SVDTOOL_PAGE_SHOT"):  # look at it: SVDTOOL_PAGE_SHOT=page.png pytest -k chromium
