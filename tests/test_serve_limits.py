@@ -201,3 +201,27 @@ def test_a_service_with_sizes_keeps_compiled_shapes(tiny_ir_fp32, monkeypatch, t
                  .resolved(ir_generation_defaults(tiny_ir_fp32)), show_progress=False)
     [(folder, size_bytes)] = [(entry, size) for entry, size in cache.cached_entries() if entry.parent.name == "compiled"]
     assert size_bytes > 0 and len([f for f in folder.iterdir() if f.suffix == ".blob"]) >= 2  # a blob per compiled shape
+
+
+def test_stopping_the_service_ends_the_detached_job_store():
+    """#47 item 6: the store is a detached actor, which serve.shutdown() leaves running on a cluster; stop_jobs ends it."""
+    ray = pytest.importorskip("ray")
+    from svdtool.serve.jobs import JOBS_ACTOR, JOBS_NAMESPACE, job_store, stop_jobs
+
+    ray.init(num_cpus=1, include_dashboard=False, namespace=JOBS_NAMESPACE)
+    try:
+        store = job_store()
+        ray.get(store.create.remote("a", 1))
+        assert ray.get_actor(JOBS_ACTOR, namespace=JOBS_NAMESPACE)
+        stop_jobs()
+        for _ in range(50):
+            try:
+                ray.get_actor(JOBS_ACTOR, namespace=JOBS_NAMESPACE)
+            except ValueError:
+                break
+            __import__("time").sleep(0.2)
+        else:
+            pytest.fail("the job store outlived stop_jobs")
+        stop_jobs()  # a second stop (nothing left) is no error
+    finally:
+        ray.shutdown()
