@@ -141,6 +141,25 @@ def test_bad_student_options_are_refused_before_loading(tmp_path, args, message)
     assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_calibration_records_the_consistency_schedule(student, calib_dir):
+    """quantize's calibration run uses the IR's own sampler: its UNet samples come from the consistency steps' σ."""
+    from svdtool.quantize.calibration import load_calibration_images
+    from svdtool.quantize.record import collect_calibration_data
+    from svdtool.quantize.run import _calibration_schedule, calibration_settings
+
+    _, ir = student
+    manifest = read_manifest(ir)
+    settings = calibration_settings(manifest["generation_defaults"], FAST)
+    pipeline, _ = load_ov_pipeline(ir, precision="f32")
+    data = collect_calibration_data(pipeline, load_calibration_images(str(calib_dir), limit=2).images, settings, 8)
+    schedule = SVDConsistencyScheduler(**manifest["sampler"]["config"])
+    schedule.set_timesteps(settings.num_inference_steps)
+    recorded = _calibration_schedule(manifest, data["unet"])
+    assert recorded["sampler"] == "consistency"
+    assert recorded["timesteps"] == pytest.approx(schedule.timesteps.tolist(), abs=1e-4)
+
+
+@pytest.mark.slow  # quantize's calibration and quality check run in child processes (~50 s): `pytest -m slow`
 def test_quantize_calibrates_on_the_consistency_schedule(student, tmp_path, calib_dir):
     from svdtool.quantize import quantize
 
@@ -181,10 +200,15 @@ def test_validate_student_against_its_reference_and_its_teacher(student, tmp_pat
     assert strict.exit_code == 1, strict.output  # a check that cannot pass fails the run: the gate is real
 
 
-def test_a_changed_unet_file_is_refused_as_a_reference(tmp_path, images_dir):
-    path = student_file(tmp_path)
-    export(resolve_source("tiny", unet=path, sampler="consistency"), tmp_path / "ir")
-    save_file({k: v.contiguous() for k, v in load_component(resolve_source("tiny"), "unet").state_dict().items()}, path)
+def test_a_changed_unet_file_is_refused_as_a_reference(student, tmp_path, images_dir):
+    original, ir = student
+    path = tmp_path / "student.safetensors"  # a copy of the student's IR whose manifest names a copy of its UNet file
+    shutil.copy(original, path)
+    shutil.copytree(ir, tmp_path / "ir")
+    manifest = read_manifest(tmp_path / "ir")
+    manifest["source"]["unet"]["ref"] = str(path)
+    (tmp_path / "ir" / "svdtool.json").write_text(json.dumps(manifest))
+    save_file({k: v.contiguous() for k, v in load_component(resolve_source("tiny"), "unet").state_dict().items()}, str(path))
     result = runner.invoke(app, ["validate", str(tmp_path / "ir"), "--reference", "cpu", "--images", str(images_dir),
                                  "-o", str(tmp_path / "val")])
     assert result.exit_code == 2 and "changed since this IR was exported" in result.output, result.output
