@@ -253,10 +253,10 @@ def library_frames_sha256(model: str) -> str:
     return hashlib.sha256(frames.tobytes()).hexdigest()
 
 
-def run_suite(url: str, model: str, jobs: int = 0) -> list[dict]:
-    """Every case, then /v1/health and a video equal to the library's; `jobs` > 0 adds the job-store case."""
-    cases = CASES + ([("abuse", f"{jobs} async jobs", "the job store stays bounded", lambda u: job_store_bounded(u, jobs))]
-                     if jobs else [])
+def run_suite(url: str, model: str, jobs: int = 0, cases: list | None = None) -> list[dict]:
+    """Every case (or `cases`), then /v1/health and a video equal to the library's; `jobs` > 0 adds the job-store case."""
+    cases = (CASES if cases is None else cases) + (
+        [("abuse", f"{jobs} async jobs", "the job store stays bounded", lambda u: job_store_bounded(u, jobs))] if jobs else [])
     rows = []
     for kind, case, expected, check in cases:
         observed, ok = check(url)
