@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from svdtool.memory import PeakRSS, release_memory
 
 from .deepcache import DeepCacheSettings
 from .generate import GenerationSettings, generate
-from .speed import speed_preset
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -127,16 +125,6 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
-def own_sampling(settings: GenerationSettings, folder: str | Path) -> GenerationSettings:
-    """`settings` with the folder's own steps (at the settings' speed preset) and guidance: a few-step student's 4 steps
-    at guidance 1.0-1.2 beside its teacher's 25 at 1-3 (models/samplers.py)."""
-    from .session import ir_generation_defaults
-
-    defaults = ir_generation_defaults(Path(folder))
-    return replace(settings, num_inference_steps=speed_preset(settings.speed).steps(defaults["num_inference_steps"]),
-                   min_guidance_scale=defaults["min_guidance_scale"], max_guidance_scale=defaults["max_guidance_scale"])
-
-
 def benchmark(folders: list[str | Path], image: Image.Image, settings: GenerationSettings, *, repeat: int = 3,
               hint: str = "LATENCY", threads: int | None = None, torch_source: str | None = None,
               torch_device: str = "cpu", deepcache: DeepCacheSettings = DeepCacheSettings(),
@@ -144,6 +132,8 @@ def benchmark(folders: list[str | Path], image: Image.Image, settings: Generatio
     """Every folder (and the PyTorch source) on the same image and settings; plus the FLOP-rate view of the UNet.
     With `deepcache` enabled, each folder also runs with DeepCache (the UNet figures are then per mixed call). With
     `each_own_steps`, each folder takes its own sampler's steps and guidance (`own_sampling`)."""
+    from .session import own_sampling
+
     results = []
     for folder in folders:
         folder_settings = own_sampling(settings, folder) if each_own_steps else settings

@@ -219,14 +219,26 @@ def _elements(port: ov.Output) -> int:
 def check_working_memory(folder: Path, settings: GenerationSettings, precision: str = "auto") -> float:
     """For a process whose pipeline is already loaded (a service replica): refuse, in one line, settings whose largest
     stage needs more working memory than is available now, or would hold a tensor OpenVINO's CPU plugin cannot index.
-    Returns the working memory in GB."""
-    try:
-        footprint = estimate(folder, settings, precision)
-    finally:
-        _read.cache_clear()
+    Returns the working memory in GB. The estimate is kept per shape: a service asks it for every request, and reading
+    and walking svd's IRs takes most of a second."""
+    footprint = _shape_footprint(str(folder), _shape_of(settings), precision)
     check_tensor_sizes(footprint, settings)
     working, available = max(footprint.stages_gb.values()), available_gb()
     if working > available:
         raise SvdtoolError(f"{settings.num_frames} frames at {settings.width}x{settings.height} need about {working:g} GB of "
                            f"working memory and {available:g} GB is available: ask for fewer frames or a smaller size")
     return working
+
+
+def _shape_of(settings: GenerationSettings) -> GenerationSettings:
+    """`settings` with everything `estimate` does not read set alike, so that one shape is one cache entry."""
+    return replace(settings, num_inference_steps=1, fps=1, motion_bucket_id=0, noise_aug_strength=0.0, seed=0, speed="exact",
+                   min_guidance_scale=1.0, max_guidance_scale=2.0 if settings.max_guidance_scale > 1 else 1.0)
+
+
+@lru_cache(maxsize=32)
+def _shape_footprint(folder: str, shape: GenerationSettings, precision: str) -> Footprint:
+    try:
+        return estimate(Path(folder), shape, precision)
+    finally:
+        _read.cache_clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from svdtool.outputs import MANIFEST_NAME, library_versions, read_manifest, sha2
 from .deepcache import DeepCacheSettings, check_available, check_branch
 from .generate import GenerationResult, GenerationSettings
 from .media import write_video
+from .speed import speed_preset
 
 
 @dataclass
@@ -77,6 +78,14 @@ def ir_generation_defaults(folder: Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     configs = [json.loads((folder / part / "config.json").read_text()) for part in ("unet", "vae_decoder")]
     return {**manifest["generation_defaults"], "size_multiple": size_multiple(*configs)}
+
+
+def own_sampling(settings: GenerationSettings, folder: str | Path) -> GenerationSettings:
+    """`settings` with an IR folder's own steps (at the settings' speed preset) and guidance: a few-step student's 4
+    steps at guidance 1.0-1.2 beside its teacher's 25 at 1-3 (models/samplers.py), as bench and validate --teacher run them."""
+    defaults = ir_generation_defaults(Path(folder))
+    return replace(settings, num_inference_steps=speed_preset(settings.speed).steps(defaults["num_inference_steps"]),
+                   min_guidance_scale=defaults["min_guidance_scale"], max_guidance_scale=defaults["max_guidance_scale"])
 
 
 def named_model_ir(name: str, deepcache: DeepCacheSettings | None = None) -> Path:

@@ -256,9 +256,10 @@ class VideoService:
             raise
         self.lock.release()
         self._last_seconds = time.perf_counter() - start
+        public = self._public_info()
         manifest = {"stage": "serve", "settings": settings.as_dict(), "format": video_format,
                     "frames": facts["frames_shape"], "frames_sha256": facts["frames_sha256"], "timings_seconds": facts["timings"],
-                    "runtime": {**{k: self._public_info()[k] for k in ("model", "precision", "threads", "cpu")},
+                    "runtime": {**{k: public[k] for k in ("model", "precision", "threads", "cpu")},
                                 "replica": worker_identity()}}
         return video, manifest
 

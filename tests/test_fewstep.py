@@ -247,7 +247,7 @@ def test_bench_runs_each_folder_at_its_own_steps(student, tiny_ir_fp16, tmp_path
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["results"]
     assert [(r["steps"], r["guidance"]) for r in rows] == [(PRESETS["tiny"].defaults.num_inference_steps, [1.0, 3.0]), (4, [1.0, 1.2])]
-    from svdtool.runtime.benchmark import own_sampling  # --speed takes its share of each folder's own steps (4 and 4: 2)
+    from svdtool.runtime.session import own_sampling  # --speed takes its share of each folder's own steps (4 and 4: 2)
 
     given = GenerationSettings(num_inference_steps=2, speed="fast").resolved(read_manifest(ir)["generation_defaults"])
     assert (own_sampling(given, ir).num_inference_steps, own_sampling(given, tiny_ir_fp16).num_inference_steps) == (2, 2)

@@ -18,7 +18,7 @@ from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pi
 from svdtool.runtime.generate import GenerationResult
 from svdtool.runtime.deepcache import DeepCacheSettings, check_available
 from svdtool.runtime.loading import check_precision
-from svdtool.runtime.session import ir_generation_defaults
+from svdtool.runtime.session import ir_generation_defaults, own_sampling
 from svdtool.runtime.speed import SpeedPreset, speed_preset
 
 from .metrics import per_frame_fidelity, video_metrics
@@ -92,7 +92,11 @@ def validate(
             record_reference(pipeline, files, ref_dir, settings.resolved(ir_generation_defaults(model_dir)),
                              source={"ir": str(model_dir.resolve()), "deepcache": "off"}, device="cpu", dtype=precision)
         record = read_reference(ref_dir)
-        run_settings = preset.applied(_student_settings(settings_of(record), settings, model_dir) if teacher else settings_of(record))
+        run_settings = settings_of(record)
+        if teacher:  # the teacher's size, frames, seed and conditioning; the student IR's own steps (or --steps) and guidance
+            run_settings = own_sampling(run_settings, model_dir)
+            run_settings = replace(run_settings, num_inference_steps=settings.num_inference_steps or run_settings.num_inference_steps)
+        run_settings = preset.applied(run_settings)
         if pipeline is not None:
             pipeline.enable_deepcache(deepcache.interval, deepcache.branch, deepcache.schedule)
         results = []
@@ -156,13 +160,6 @@ def _both_on_ray(model_dir: Path, source: str | Source, files: list[Path], ref_d
     results = frames_on_ray(jobs, files, on_ray)
     write_ray_reference(ref_dir, results["reference"], files, resolved_settings, source=resolved.describe(), device=device, dtype=dtype)
     return results["runtime"]
-
-
-def _student_settings(teacher_settings: GenerationSettings, given: GenerationSettings, model_dir: Path) -> GenerationSettings:
-    """The teacher's video settings (size, frames, seed, conditioning) with the student IR's own steps and guidance."""
-    defaults = ir_generation_defaults(model_dir)
-    return replace(teacher_settings, num_inference_steps=given.num_inference_steps or defaults["num_inference_steps"],
-                   min_guidance_scale=defaults["min_guidance_scale"], max_guidance_scale=defaults["max_guidance_scale"])
 
 
 def _manifest_source(manifest: dict[str, Any]) -> Source:
