@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common import machine, save
-from speed_ladder import CALIBRATION, svdtool, video_seconds
+from speed_ladder import CALIBRATION, call_costs, svdtool, video_seconds
 
 IMAGE = Path(__file__).parents[1] / "examples" / "astronaut.jpg"
 
@@ -37,15 +37,7 @@ def build(work: Path, source: str, small_calibration: bool, kv_downsample: int) 
         assert svdtool("quantize", str(fp16), "--calib", str(CALIBRATION), "-o", str(int8), *calibration) == 0
 
 
-def _costs(timings: dict[str, float], steps: int) -> dict[str, float]:
-    return {"encoders_s": round(timings["image_encoder"] + timings["vae_encoder"], 3),
-            "unet_call_s": round(timings["unet"] / timings["unet_calls"], 3), "decoder_s": round(timings["vae_decoder"], 3),
-            "other_per_step_s": round((timings["total"] - timings["image_encoder"] - timings["vae_encoder"] - timings["unet"]
-                                       - timings["vae_decoder"]) / steps, 3)}
-
-
 def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int | None, width: int | None, memory: str) -> None:
-    from svdtool.outputs import read_manifest
     from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
     from svdtool.runtime.session import ir_generation_defaults
 
@@ -57,7 +49,7 @@ def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int 
                                       memory=memory).resolved(defaults)
         pipeline, manifest = load_ov_pipeline(folder, settings=settings)
         result = generate(pipeline, image, settings, show_progress=False)
-        costs = _costs(result.timings, settings.num_inference_steps)
+        costs = call_costs(result.timings, settings.num_inference_steps)
         own_steps = defaults["num_inference_steps"]
         results[role] = {
             "ir": folder.name, "model": manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else ""),
