@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, save
+from common import machine, save, usage
 
 CHUNKS = (1, 2, 4, 8)
 
@@ -42,4 +42,5 @@ def main(folder: str, frames: str = "8", size: str = "256") -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine, save  # noqa: E402
+from common import RESULTS, machine, save, usage  # noqa: E402
 
 from svdtool.convert import export  # noqa: E402
 from svdtool.models import BUILTIN_MODELS  # noqa: E402
@@ -93,4 +93,5 @@ def markdown(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,8 +20,9 @@ def machine() -> dict[str, Any]:
     from svdtool.cpu import cpu_info
 
     info = cpu_info()
-    return {"cpu": info["model"], "isa": info["isa"], "int8_dot_product": info["int8_dot_product"], "cores": psutil.cpu_count(),
-            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    usable, total = len(os.sched_getaffinity(0)), psutil.cpu_count()  # a run pinned with taskset uses fewer than it has
+    return {"cpu": info["model"], "isa": info["isa"], "int8_dot_product": info["int8_dot_product"], "cores": usable,
+            **({"cores_in_machine": total} if usable != total else {}), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def timed(function: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
@@ -38,3 +41,10 @@ def save(name: str, result: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     (RESULTS / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+def usage(doc: str | None) -> None:
+    """`--help` for the scripts that read their arguments by position: print the script's docstring (its usage), exit 0."""
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print((doc or "").strip())
+        raise SystemExit(0)

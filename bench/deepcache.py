@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import machine, save, usage  # noqa: E402
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache" / "deepcache"
@@ -203,4 +203,5 @@ def svd_xt_videos(name: str, runs: list[tuple[str, Path, tuple[int, int, str]]])
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     {"mini": run_mini, "svd-xt": run_svd_xt, "svd-xt-int8": run_svd_xt_int8}[sys.argv[1]]()

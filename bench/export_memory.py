@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from common import usage
+
 from svdtool.convert import export
 
 RESULTS = Path(__file__).parent / "results"
@@ -53,4 +55,5 @@ def main(preset: str = "svd-xt", weights: str = "fp16") -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

@@ -11,6 +11,8 @@ import sys
 import time
 
 import torch
+
+from common import usage
 from PIL import Image
 
 from svdtool.models import load_pipeline
@@ -50,4 +52,5 @@ def main(out_json: str, preset: str = "svd-xt") -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, save
+from common import machine, save, usage
 
 HELD_OUT = Path(__file__).parent / "heldout"
 
@@ -52,6 +52,7 @@ def table(work: Path) -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     command, folder = sys.argv[1], Path(sys.argv[2])
     options = dict(zip(sys.argv[3::2], sys.argv[4::2]))
     if command == "run":

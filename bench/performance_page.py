@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from common import usage
+
 RESULTS = Path(__file__).parent / "results"
 # (results file, the command that reproduces it): the tables the docs cite today, in the order a reader needs them.
 TABLES = [
@@ -32,7 +34,7 @@ TABLES = [
     ("quantize_memory_svd-xt_after.md", "python bench/quantize_memory.py SVD_XT_FP16_DIR --calib examples/calibration --samples 4 --calib-size 128 128 4 2 --out svd-xt_after"),
     ("serve_abuse.md", "svdtool export tiny -o out/tiny-ov --weights fp32 && python bench/serve_abuse.py out/tiny-ov"),
     ("serve_load_mini.md", "python bench/serve_load.py out/mini-int8 --replicas 1 --out mini"),
-    ("mini_goals_v7.md", "python bench/mini_goals.py v5=FOLDER v6=FOLDER v7=FOLDER --out mini_goals_v7"),
+    ("mini_goals_v7.md", "python models/training/mini_goals.py v5=FOLDER v6=FOLDER v7=FOLDER --out mini_goals_v7"),
 ]
 
 
@@ -53,4 +55,5 @@ def page() -> str:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     Path(sys.argv[1]).write_text(page())

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import machine, save, usage  # noqa: E402
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache" / "quantize_recipe"
@@ -180,6 +180,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     if sys.argv[1:2] == ["--evaluate"]:
         print(json.dumps(evaluate(*sys.argv[2:5])))
     else:

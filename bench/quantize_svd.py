@@ -23,7 +23,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from common import machine, save, timed
+from common import machine, save, timed, usage
 from svdtool.convert import export
 from svdtool.models import load_component, resolve_source
 
@@ -139,4 +139,5 @@ FP vs INT8 on 2 held-out images (random weights, so a stress test rather than a 
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

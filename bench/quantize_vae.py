@@ -24,7 +24,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save  # noqa: E402
+from common import machine, save, usage  # noqa: E402
 
 from svdtool.convert import OV_XML  # noqa: E402
 
@@ -119,4 +119,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(sys.argv[1:])

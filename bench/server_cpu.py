@@ -19,7 +19,7 @@ import openvino as ov
 import torch
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-from common import machine, timed
+from common import machine, timed, usage
 from quantize_svd import unet_inputs
 from svdtool.convert import export
 from svdtool.models import load_component, resolve_source
@@ -64,4 +64,5 @@ def main(out_json: str) -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

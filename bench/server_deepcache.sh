@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DeepCache on a server CPU (the GPU host's 16-core Xeon), in device calls of at most 10 minutes:
 #   bench/server_deepcache.sh OUT fp16      svd-xt FP16 IR, branches 0 and 1: bench/deepcache.py svd-xt
-#   bench/server_deepcache.sh OUT prepare   svd-xt exported with branch 0 and quantized (server_int8.sh's calibration)
+#   bench/server_deepcache.sh OUT prepare   svd-xt exported with branch 0 and quantized (a small calibration: the weights are random)
 #   bench/server_deepcache.sh OUT int8      then, on the same warm machine: bench/deepcache.py svd-xt-int8
 set -euo pipefail
 out=$1 stage=$2

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, save
+from common import RESULTS, save, usage
 from svdtool.convert import export
 from svdtool.quantize import QuantizeOptions, quantize
 from svdtool.validate import validate
@@ -86,4 +86,5 @@ def main(model: str = "mini") -> None:
 
 
 if __name__ == "__main__":
+    usage(__doc__)
     main(*sys.argv[1:])

@@ -3,7 +3,7 @@
     python -m svdtool.models.fit_encoder --init .mini/c32k --out .mini/c32kf --fit-minutes 3 --minutes 4
 
 The decoder draws held-out photos about 2.7 dB better from latents optimised for each photo than from the encoder's
-(`bench/mini_vae_check.py --fit-latents`), and training the encoder on the reconstruction loss through the frozen
+(`models/training/mini_vae_check.py --fit-latents`), and training the encoder on the reconstruction loss through the frozen
 decoder did not move it toward them (bench/results/mini_research.md). Here each rendered training frame's latent is
 fitted once (Adam on the decoder's MSE from the encoder's latent, as mini_vae_check fits a photo's), then the encoder
 regresses onto those targets: a direct target in place of a gradient through the decoder. The decoder stays; the
@@ -28,7 +28,7 @@ from .train_mini import (_train, build_models, load_init, measured_scaling_facto
                          saved_vae_shape, save_pipeline, write_training_record)
 from .training_data import clip_batches
 
-FIT_LR = 0.02  # 150 steps from the encoder's latent reach the bound bench/mini_vae_check.py --fit-latents reports
+FIT_LR = 0.02  # 150 steps from the encoder's latent reach the bound models/training/mini_vae_check.py --fit-latents reports
 
 app = typer.Typer(add_completion=False)
 

@@ -220,7 +220,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         description="svd-mini v7: a 41.4M-parameter SVD trained on procedural clips (128x128, 8 frames, camera zoom; models/train_mini.py)",
         folder=Path(__file__).parent / "mini",
         # Guidance ramps to 2.5, not SVD's 3.0: svd-mini's conditional model greys colour and guidance restores it,
-        # overshooting on a face at 3.0 (bench/mini_colour_seeds.py --guidance; README, svd-mini).
+        # overshooting on a face at 3.0 (models/training/mini_colour_seeds.py --guidance; README, svd-mini).
         defaults=GenerationDefaults(num_frames=8, height=128, width=128, num_inference_steps=25, max_guidance_scale=2.5),
     ),
 }

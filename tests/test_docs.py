@@ -30,6 +30,17 @@ def test_performance_page_is_current():
         "docs/performance.md is stale: run `python bench/performance_page.py docs/performance.md`"
 
 
+def test_bench_holds_benchmarks_the_docs_cite():
+    """Every script in bench/ is named by the docs (the site's pages, README, CONTRIBUTING, or a results page the docs
+    link), so none is a leftover; svd-mini's training and research tools live in models/training/."""
+    pages = [*(ROOT / "docs").rglob("*.md"), ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "bench" / "results").glob("*.md")]
+    text = "\n".join(page.read_text() for page in pages)
+    scripts = [path for path in (ROOT / "bench").iterdir() if path.suffix in (".py", ".sh") and path.name != "common.py"]
+    uncited = [path.name for path in scripts if f"bench/{path.name}" not in text]
+    assert not uncited, f"bench/ scripts no page cites (cite them or delete them): {uncited}"
+    assert not [path.name for path in scripts if path.name.startswith(("mini_", "train_"))], "svd-mini's tools: models/training/"
+
+
 def test_readme_is_a_launch_pad():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200

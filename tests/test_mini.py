@@ -53,8 +53,8 @@ def _video(pipeline, bucket: int, steps: int = 8, image: Image.Image | None = No
 
 @pytest.fixture(scope="module")
 def mini_goals():
-    """bench/mini_goals.py, whose colour measures the goals table and these tests share."""
-    spec = importlib.util.spec_from_file_location("mini_goals", EXAMPLE.parents[1] / "bench" / "mini_goals.py")
+    """models/training/mini_goals.py, whose colour measures the goals table and these tests share."""
+    spec = importlib.util.spec_from_file_location("mini_goals", EXAMPLE.parents[1] / "models" / "training" / "mini_goals.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -62,7 +62,7 @@ def mini_goals():
 
 @pytest.mark.parametrize("name,steps", [("chelsea", 8), ("coffee", 8), ("grace_hopper", 25)])
 def test_mini_video_starts_at_the_photo_keeps_its_colour_and_moves_the_scene(mini_torch, mini_goals, name, steps):
-    """Issue #12's goals on held-out photos at bucket 127, as bench/mini_goals.py measures them: frame 0 is the
+    """Issue #12's goals on held-out photos at bucket 127, as models/training/mini_goals.py measures them: frame 0 is the
     conditioning photo (>= 22 dB, as the pipeline resizes it); every frame keeps the colourfulness of the photo as that
     frame's camera shows it within 15 %; the last frame, warped back by its camera motion, keeps SSIM >= 0.7 with frame
     0 where it still shows it (v1: 14-19 dB, x0.44-0.76, SSIM 0.32-0.46; v7 0.77-0.81 here). The issue's wording of
@@ -183,7 +183,7 @@ def test_zoom_scenes_reach_every_motion_bucket():
 def test_a_zoom_clips_bucket_is_the_flow_its_video_shows(mini_goals):
     """The label is the flow in the clip's pixels, as SVD's buckets are optical flow: measured on the canvas (whose
     steps shrink as the camera zooms in), bucket 127's clips moved 1.21x and bucket 255's 1.58x their label. Here each
-    step's magnification, fitted on the video (bench/mini_goals.camera_motion), gives the flow the zoom shows; the
+    step's magnification, fitted on the video (models/training/mini_goals.camera_motion), gives the flow the zoom shows; the
     median over clips, as a fit can miss on a flat centre."""
     clips = render_clips(5, 12, 8, photo_bank(), motion="zoom", mix=SceneMix(mosaics=1.0))
     ratios = []
@@ -415,11 +415,11 @@ def test_a_new_vae_of_more_latent_channels_starts_its_unet_from_the_shipped_one(
 
 @pytest.mark.slow  # a research-log experiment's tool, 15-55 s: `pytest -m slow`
 def test_a_unet_run_and_a_decoder_run_from_one_model_are_merged(tmp_path):
-    """bench/mini_merge.py (`train_mini_gpu.sh split`): the UNet of one run, the VAE of a decoder-only run from the same
+    """models/training/mini_merge.py (`train_mini_gpu.sh split`): the UNet of one run, the VAE of a decoder-only run from the same
     model, one training record; a VAE whose encoder differs is refused before anything is written."""
     from safetensors.torch import load_file, save_file
 
-    spec = importlib.util.spec_from_file_location("mini_merge", EXAMPLE.parents[1] / "bench" / "mini_merge.py")
+    spec = importlib.util.spec_from_file_location("mini_merge", EXAMPLE.parents[1] / "models" / "training" / "mini_merge.py")
     mini_merge = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mini_merge)
     shipped = BUILTIN_MODELS["mini"].folder
@@ -478,7 +478,7 @@ def test_a_cached_ir_of_other_mini_weights_is_exported_again(tmp_path, monkeypat
 
 
 def test_camera_motion_follows_a_deep_zoom(mini_goals):
-    """bench/mini_goals.py's camera, fitted between consecutive frames and chained: fitted from frame 0 directly, a
+    """models/training/mini_goals.py's camera, fitted between consecutive frames and chained: fitted from frame 0 directly, a
     perfect zoom into grace_hopper of x1.41 over the clip (bucket 153's flow) read as x1.44 across and x1.06 down with
     shear, and such a failed fit scored v6's video 0.32 where the chained fit gives 0.78."""
     photo = mini_goals.to_uint8(mini_goals.held_out_pixels()["grace_hopper"])
@@ -489,7 +489,7 @@ def test_camera_motion_follows_a_deep_zoom(mini_goals):
 
 
 def test_colour_in_view_tells_a_zoom_from_a_colour_drift(mini_goals):
-    """bench/mini_goals.py's colour-over-time beside the issue's: a perfect zoom into chelsea's colourful centre raises
+    """models/training/mini_goals.py's colour-over-time beside the issue's: a perfect zoom into chelsea's colourful centre raises
     the frames' colourfulness against the whole photo's, not against what the camera shows; a fading colour does both."""
     photo = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((128, 128), Image.LANCZOS))
     zoom = mini_goals.zoomed(photo, mean_flow=2.0, frames=8)
@@ -501,7 +501,7 @@ def test_colour_in_view_tells_a_zoom_from_a_colour_drift(mini_goals):
 
 
 def test_camera_warped_ssim_tells_a_moving_scene_from_a_melting_one(mini_goals):
-    """bench/mini_goals.py's motion goal: a perfect zoom into chelsea at bucket 127's flow keeps SSIM > 0.85 with frame
+    """models/training/mini_goals.py's motion goal: a perfect zoom into chelsea at bucket 127's flow keeps SSIM > 0.85 with frame
     0 warped back by its camera motion; the same zoom losing its detail (blurred 2 px by the last frame) or its shapes
     (smeared 2 px) falls below the goal's 0.7. Warped pixel by pixel by Farneback flow over the whole frame (the
     issue's wording), the perfect zoom itself fails 0.7."""

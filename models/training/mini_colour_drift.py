@@ -1,7 +1,7 @@
 """Where svd-mini's colour drifts over a video (issue #12's "colour kept over time"): in the UNet's latents or in the
 VAE's temporal decoder.
 
-python bench/mini_colour_drift.py [FOLDER] [--out mini_colour_drift]   (CPU, ~1 min; FOLDER: models/mini)
+python models/training/mini_colour_drift.py [FOLDER] [--out mini_colour_drift]   (CPU, ~1 min; FOLDER: models/mini)
 
 For each held-out photo, at mini_goals' settings (128x128x8, 25 steps, bucket 127, seed 42, PyTorch fp32), the
 pipeline's latents are decoded three ways and each frame's colourfulness (mean Lab chroma) is divided by the input's:
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from common import machine, save  # noqa: E402
 from mini_goals import SETTINGS  # noqa: E402
 from mini_vae_check import PHOTOS, held_out_pixels  # noqa: E402

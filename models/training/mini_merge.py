@@ -2,7 +2,7 @@
 decoder-only run (`--vae-part decoder`: the encoder, the scaling factor and so the latents unchanged). On the GPU the
 two train side by side instead of one after the other; this writes the pipeline they make together.
 
-python bench/mini_merge.py UNET_FOLDER DECODER_FOLDER OUT
+python models/training/mini_merge.py UNET_FOLDER DECODER_FOLDER OUT
 
 Refuses, in one line, two runs whose encoders or scaling factors differ (the UNet would meet latents it never saw).
 """
@@ -51,7 +51,7 @@ def merge(unet_folder: Path, decoder_folder: Path, out: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        sys.exit("usage: python bench/mini_merge.py UNET_FOLDER DECODER_FOLDER OUT")
+        sys.exit("usage: python models/training/mini_merge.py UNET_FOLDER DECODER_FOLDER OUT")
     folders = [Path(arg) for arg in sys.argv[1:]]
     for folder in folders[:2]:
         if not (folder / "training.json").is_file():

@@ -1,6 +1,6 @@
 """Evidence that svd-mini learned: motion vs motion_bucket_id on held-out images, coherence vs the random `tiny`.
 
-python bench/mini_evidence.py   (CPU, ~4 min) -> bench/results/mini_evidence.{json,md}, mini_motion.png,
+python models/training/mini_evidence.py   (CPU, ~4 min) -> bench/results/mini_evidence.{json,md}, mini_motion.png,
 mini_loss.png, mini_demo.gif
 
 Held-out inputs: the two photos scikit-image ships that training never saw (chelsea, coffee; examples/) and
@@ -23,7 +23,7 @@ from PIL import Image
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from common import RESULTS, machine, save  # noqa: E402
 
 from svdtool.models import BUILTIN_MODELS, load_pipeline  # noqa: E402
@@ -32,7 +32,7 @@ from svdtool.runtime import GenerationSettings, generate  # noqa: E402
 from svdtool.validate.metrics import grayscale, video_metrics, warp_error_and_motion  # noqa: E402
 
 BUCKETS = (1, 64, 127, 191, 255)
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 HELD_OUT_SEED = 10**9  # training used seeds < 10**7
 
 

@@ -1,10 +1,10 @@
 """svd-mini v2's measured goals (issue #12) for one or more pipeline folders, on photos the model never saw.
 
-python bench/mini_goals.py NAME=FOLDER [NAME=FOLDER ...] [--out mini_goals]   (CPU, ~1 min per model)
+python models/training/mini_goals.py NAME=FOLDER [NAME=FOLDER ...] [--out mini_goals]   (CPU, ~1 min per model)
 
 Held-out photos: bench/heldout/ (chelsea, coffee, china, flower, grace_hopper). 128x128, 8 frames, 25 steps,
 motion_bucket_id 127, seed 42, PyTorch fp32 on the CPU. Per model:
-- VAE reconstruction PSNR and colourfulness (mean Lab chroma) ratio vs the input (bench/mini_vae_check.py);
+- VAE reconstruction PSNR and colourfulness (mean Lab chroma) ratio vs the input (models/training/mini_vae_check.py);
 - frame 0 of the video vs the input (PSNR): SVD's first frame is the conditioning image;
 - colour over time: each frame's colourfulness against the input's as that frame's camera shows it (the camera
   motion fitted from frame 0 to the frame, below, applied to the input), every frame within 15 %;
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from common import machine, save  # noqa: E402
 from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8, worst  # noqa: E402
 

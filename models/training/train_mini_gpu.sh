@@ -3,12 +3,12 @@
 # lives under bench/.cache/ (ignored by .gitignore, so it stays on a warm machine between calls; the device tool
 # drops paths that only .git/info/exclude ignores between calls; .gitignore also keeps device_env.sh's package-dir
 # links, so a run left going across calls finds them):
-#   bench/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
-#                                                    M (8) min, checked on the held-out photos (bench/mini_vae_check.py);
+#   models/training/train_mini_gpu.sh vae OUT [M] [C...]       new VAEs of latent widths C (8 16), side by side on the one GPU for
+#                                                    M (8) min, checked on the held-out photos (models/training/mini_vae_check.py);
 #                                                    the pick (the fewest channels reaching 26 dB, else the best) -> v2;
 #                                                    again on a warm machine: they train on from their state.
 #                                                    VAE_CHANNELS (e.g. 96,192,192,192) widens new ones, VAE_POOL as below
-#   bench/train_mini_gpu.sh resume OUT VAE_M UNET_M  candidate NAME (v2): its VAE for VAE_M min (VAE_PART: all, encoder
+#   models/training/train_mini_gpu.sh resume OUT VAE_M UNET_M  candidate NAME (v2): its VAE for VAE_M min (VAE_PART: all, encoder
 #                                                    or decoder, as train_mini's --vae-part), then its UNet for UNET_M
 #                                                    min, from its state (a warm machine) or from a carried .mini/INIT
 #                                                    (INIT: v2; a fresh one); the VAE checked again. VAE_LR (4e-4),
@@ -19,19 +19,23 @@
 #                                                    --unet-from: a new VAE's first UNet run starts from v2's UNet;
 #                                                    VAE_CROP (64: tiles; 128: whole frames) and COMPILE (unset: eager;
 #                                                    default or reduce-overhead) are --vae-crop and --compile
-#   bench/train_mini_gpu.sh split OUT VAE_M M        new latents, then their UNet without waiting for the decoder: NAME's
+#   models/training/train_mini_gpu.sh split OUT VAE_M M        new latents, then their UNet without waiting for the decoder: NAME's
 #                                                    VAE (all of it) for VAE_M min, then side by side for M min each its
 #                                                    decoder alone (NAME-d: VAE_LR 2e-4, annealed) and its UNet (UNET_FROM
-#                                                    as in resume), joined by bench/mini_merge.py as NAME-m; VAE_POOL as above
-#   bench/train_mini_gpu.sh fit OUT FIT_M M          .mini/INIT's encoder onto latents fitted through its frozen decoder
+#                                                    as in resume), joined by models/training/mini_merge.py as NAME-m; VAE_POOL as above
+#   models/training/train_mini_gpu.sh fit OUT FIT_M M          .mini/INIT's encoder onto latents fitted through its frozen decoder
 #                                                    (svdtool.models.fit_encoder: FIT_M min fitting rendered frames, M
 #                                                    min training the encoder) -> .mini/NAME, checked beside INIT; its
 #                                                    latents are new: then `NAME=X INIT=X resume OUT 0 M` trains its UNet
-#   bench/train_mini_gpu.sh check OUT                NAME's fp16 check (bench/mini_fp16_check.py) and its CUDA
+#   models/training/train_mini_gpu.sh check OUT                NAME's fp16 check (models/training/mini_fp16_check.py) and its CUDA
 #                                                    references, fp32 and fp16, made as `mini` of models/mini (the
 #                                                    candidate is copied there) from examples/ -> OUT/references_NAME.tar
-#   bench/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (bench/train_speed.py)
-#   bench/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
+#   models/training/train_mini_gpu.sh distill OUT M            .mini/INIT (v7: svd-mini) distilled for M min into a 4-step consistency
+#                                                    student (svdtool.models.distill_mini; resumes on a warm machine), its
+#                                                    unet/, training.json and loss.json packed as `pack` does; UNET_BATCH
+#                                                    (64), LR (1e-4) and UNET_ANNEAL (set: on) as below
+#   models/training/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (models/training/train_speed.py)
+#   models/training/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
 # A pipeline over a call's 64 MiB (a widened VAE's: 80 MB) travels in two calls: one carries .mini/NAME/vae, the next
 # the rest of .mini/NAME, path by path (.mini/ is in .gitignore, so a warm machine keeps what the first call brought).
@@ -42,12 +46,12 @@
 # minute) catches what would otherwise end a long run without a model. To train while the call returns (the device
 # tool ends a call's other processes when it returns; this one runs on), start it in its own process session, a
 # few cores per run when two share the host:
-#   NAME=a WORKERS=7 setsid nohup taskset -c 0-7 bench/train_mini_gpu.sh resume bench/.cache/out 7 10 > /dev/null 2>&1 &
+#   NAME=a WORKERS=7 setsid nohup taskset -c 0-7 models/training/train_mini_gpu.sh resume bench/.cache/out 7 10 > /dev/null 2>&1 &
 # A later call waits for a file the run leaves, never for `pgrep -f train_mini_gpu.sh`: the waiting call's own command
 # line holds that text, so the loop never ends (it cost a session its checks); `pkill -f drv.sh` likewise kills its own
 # call (write `pkill -f "[d]rv.sh"`). Training, checks and packing chained:
-#   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "bench/train_mini_gpu.sh resume $o 0 17
-#     && bench/train_mini_gpu.sh check $o && bench/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
+#   o=bench/.cache/out; mkdir -p $o; (NAME=c32-m2 INIT=c32-m2 setsid nohup bash -c "models/training/train_mini_gpu.sh resume $o 0 17
+#     && models/training/train_mini_gpu.sh check $o && models/training/train_mini_gpu.sh pack $o; touch $o/done" > $o/driver.log 2>&1 < /dev/null &)
 #   and in later calls: until [ -e $o/done ]; do sleep 5; done; cp $o/* $OUT/
 # UNET_BATCH (64) and VAE_BATCH (16) are --unet-batch and --vae-batch (bench/results/mini_train_batch_h200.json). A
 # UNet step does not wait on the GPU: on 4 cores 64 and 128 clips a step both ran 2.7 steps/s (170 vs 350 clips/s), and
@@ -77,7 +81,7 @@ cache=bench/.cache workers=${WORKERS:-14}  # WORKERS: fewer rendering processes 
 WHEELS=.whl-core source bench/device_env.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 train="python3 -m svdtool.models.train_mini"
-check="python3 bench/mini_vae_check.py"
+check="python3 models/training/mini_vae_check.py"
 name=${NAME:-v2}
 
 resume() {  # VAE minutes, UNet minutes
@@ -119,21 +123,26 @@ split)
   name=$name-d VAE_PART=decoder VAE_LR=2e-4 VAE_ANNEAL=1 UNET_FROM= resume "$4" 0 & decoder=$!
   resume 0 "$4" & unet=$!
   wait $decoder && wait $unet
-  python3 bench/mini_merge.py $cache/mini/$name $cache/mini/$name-d $cache/mini/$name-m | tee -a "$out/train_$name.log" ;;
+  python3 models/training/mini_merge.py $cache/mini/$name $cache/mini/$name-d $cache/mini/$name-m | tee -a "$out/train_$name.log" ;;
 fit)
   python3 -m svdtool.models.fit_encoder --init .mini/${INIT:-v2} --out .mini/$name --fit-minutes "$3" --minutes "$4" \
     --workers $workers >> "$out/fit_$name.log" 2>&1
   $check .mini/${INIT:-v2} .mini/$name --json "$out/vae_check_$name.json" --grid "$out/vae_grid_$name.png" \
     --labels "${INIT:-v2},$name" 2>> "$out/fit_$name.log" ;;
 check)
-  python3 bench/mini_fp16_check.py $cache/mini/$name "$out/fp16_check_$name.json" > "$out/fp16_check_$name.log" 2>&1
+  python3 models/training/mini_fp16_check.py $cache/mini/$name "$out/fp16_check_$name.json" > "$out/fp16_check_$name.log" 2>&1
   rm -rf models/mini $cache/refs/$name && mkdir -p $cache/refs/$name && cp -r $cache/mini/$name models/mini
   for dtype in fp32 fp16; do
     python3 -m svdtool.cli reference mini --images examples -o $cache/refs/$name/ref-mini-$dtype --device cuda --dtype $dtype
   done >> "$out/fp16_check_$name.log" 2>&1
   tar -C $cache/refs/$name -cf "$out/references_$name.tar" . ;;
+distill)  # M min: .mini/INIT (v7) distilled into a 4-step consistency student (svdtool.models.distill_mini), packed as pack does
+  mkdir -p $cache/mini $cache/train
+  python3 -m svdtool.models.distill_mini --teacher .mini/${INIT:-v7} --out $cache/mini/$name --state $cache/train/$name \
+    --minutes "$3" --batch "${UNET_BATCH:-64}" --lr "${LR:-1e-4}" --workers $workers ${UNET_ANNEAL:+--anneal} >> "$out/distill_$name.log" 2>&1
+  tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 speed)
-  python3 bench/train_speed.py --json "$out/train_speed.json" > "$out/train_speed.log" 2>&1 ;;
+  python3 models/training/train_speed.py --json "$out/train_speed.json" > "$out/train_speed.log" 2>&1 ;;
 pack)
   tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 esac

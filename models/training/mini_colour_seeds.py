@@ -1,6 +1,6 @@
 """How much svd-mini's colour over time depends on the seed: mini_goals' in-view measure over several seeds.
 
-python bench/mini_colour_seeds.py NAME=FOLDER [NAME=FOLDER ...] [--seeds 5] [--guidance 1,2,3] [--out mini_colour_seeds]
+python models/training/mini_colour_seeds.py NAME=FOLDER [NAME=FOLDER ...] [--seeds 5] [--guidance 1,2,3] [--out mini_colour_seeds]
     (CPU, ~3 min per model and guidance)
 
 mini_goals measures each held-out photo at one seed (42); this measures the worst frame's colourfulness against the
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from common import machine, save  # noqa: E402
 from mini_goals import GOALS, SETTINGS, colour_in_view  # noqa: E402
 from mini_vae_check import PHOTOS, held_out_pixels, to_uint8, worst  # noqa: E402

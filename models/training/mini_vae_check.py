@@ -1,7 +1,7 @@
 """svd-mini's VAE on photos it never saw: reconstruction PSNR (per channel), colourfulness kept, and the singular
 values of the temporal decoder's last colour-mixing layer (where v1 lost its colour).
 
-python bench/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents] [--capacity]
+python models/training/mini_vae_check.py FOLDER [FOLDER ...] [--json OUT.json] [--grid OUT.png] [--pick] [--fit-latents] [--capacity]
     [--tiles] [--pale]
 
 Each FOLDER is a diffusers SVD pipeline folder (or its `vae/`). Held-out photos (bench/heldout/, none of them in
@@ -43,7 +43,7 @@ from diffusers.video_processor import VideoProcessor
 from PIL import Image
 
 HERE = Path(__file__).parent
-PHOTOS = {path.stem: path for path in sorted((HERE / "heldout").glob("*.jpg"))}
+PHOTOS = {path.stem: path for path in sorted((HERE.parents[1] / "bench" / "heldout").glob("*.jpg"))}
 SIZE = 128
 TARGET_PSNR = 26.0
 FIT_STEPS = 150

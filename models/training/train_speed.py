@@ -1,6 +1,6 @@
 """Training steps a second of svd-mini's two stages on one GPU: eager against torch.compile (`train_mini --compile`).
 
-    python bench/train_speed.py --json bench/results/mini_train_speed_h200.json [--seconds 15]
+    python models/training/train_speed.py --json bench/results/mini_train_speed_h200.json [--seconds 15]
 
 Random weights in svd-mini v2's shapes and random batches in the training's shapes (speed depends on neither). Each
 case runs train_mini's own step (`_train`: the loss, backward, gradient clipping, fused AdamW and, for the UNet, the

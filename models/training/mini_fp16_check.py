@@ -4,7 +4,7 @@
   largest |activation| any module produces (fp16 overflows at 65,504);
 - the whole video, CUDA fp16 vs CUDA fp32 (TF32 off), PSNR per held-out photo.
 
-python bench/mini_fp16_check.py PIPELINE_FOLDER OUT.json   (GPU host)
+python models/training/mini_fp16_check.py PIPELINE_FOLDER OUT.json   (GPU host)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from mini_vae_check import PHOTOS  # noqa: E402
 
 from svdtool.models import BUILTIN_MODELS, load_pipeline  # noqa: E402
