@@ -225,7 +225,7 @@ def measured_scaling_factor(vae: AutoencoderKLTemporalDecoder, device: str, auto
 def compiled(step, mode: str | None):
     """`step` compiled by torch.compile in `mode` ("default", "reduce-overhead"; None: eager): on the H200 the "default"
     mode trains 1.56x the VAE's and 1.62x the UNet's steps a minute, after compiling for the first step (103 s and
-    251 s; bench/train_speed.py, bench/results/mini_train_speed_h200.json)."""
+    251 s; models/training/train_speed.py, bench/results/mini_train_speed_h200.json)."""
     return step if mode is None else torch.compile(step, mode=mode)
 
 
@@ -249,8 +249,7 @@ def unet_loss(models: dict, batch: LatentPool) -> torch.Tensor:
     """SVD's denoising loss, EDM-weighted, on one batch of encoded clips."""
     unet, image_encoder = models["unet"], models["image_encoder"]
     latents, condition_latents = batch.latents, batch.condition
-    size, num_frames = latents.shape[:2]
-    device = latents.device
+    size, device = len(latents), latents.device
     embeddings = image_encoder(clip_pixels(batch.first_frames)).image_embeds[:, None]
     keep = (torch.rand(size, device=device) >= CONDITION_DROP).float()
     embeddings = embeddings * keep[:, None, None]
@@ -259,13 +258,22 @@ def unet_loss(models: dict, batch: LatentPool) -> torch.Tensor:
     sigma = torch.exp(torch.randn(size, device=device) * P_STD + P_MEAN)
     s = sigma[:, None, None, None, None]
     noisy = latents + s * torch.randn_like(latents)
-    c_in, c_skip, c_out = 1 / (s ** 2 + 1).sqrt(), 1 / (s ** 2 + 1), -s / (s ** 2 + 1).sqrt()
-    model_input = torch.cat([noisy * c_in, condition_latents[:, None].expand(-1, num_frames, -1, -1, -1)], dim=2)
     added_time_ids = torch.stack([torch.full_like(sigma, FPS - 1), batch.buckets.float(), batch.noise_aug], dim=1)
-    prediction = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=embeddings, added_time_ids=added_time_ids).sample
-    denoised = c_skip * noisy + c_out * prediction.float()
+    denoised = denoise(unet, noisy, sigma, condition_latents, embeddings, added_time_ids)
     weight = (s ** 2 + 1) / s ** 2
     return (weight * (denoised - latents) ** 2).mean()
+
+
+def denoise(unet: torch.nn.Module, noisy: torch.Tensor, sigma: torch.Tensor, condition_latents: torch.Tensor,
+            embeddings: torch.Tensor, added_time_ids: torch.Tensor) -> torch.Tensor:
+    """SVD's denoiser D(x; σ): the UNet's v-prediction under EDM preconditioning (σ_data 1), conditioned on c_noise =
+    0.25·ln σ and the condition latents concatenated to every frame, as the pipeline runs it."""
+    s = sigma[:, None, None, None, None]
+    c_in, c_skip, c_out = 1 / (s ** 2 + 1).sqrt(), 1 / (s ** 2 + 1), -s / (s ** 2 + 1).sqrt()
+    num_frames = noisy.shape[1]
+    model_input = torch.cat([noisy * c_in, condition_latents[:, None].expand(-1, num_frames, -1, -1, -1)], dim=2)
+    prediction = unet(model_input, 0.25 * sigma.log(), encoder_hidden_states=embeddings, added_time_ids=added_time_ids).sample
+    return c_skip * noisy + c_out * prediction.float()
 
 
 def save_pipeline(models: dict, ema: EMAModel | None, scaling_factor: float, folder: Path) -> None:
@@ -410,7 +418,7 @@ def main(
     pool_clips: int = typer.Option(16384, min=1, help="clips encoded once per call for the UNet stage"),
     motion: str = typer.Option("random", help="training clips' camera: random (pan/zoom/spin mix, moving shapes) or zoom"),
     compile_mode: str | None = typer.Option(None, "--compile", help="torch.compile the VAE's and the UNet's training "
-                                            "steps in this mode: default or reduce-overhead (bench/train_speed.py)"),
+                                            "steps in this mode: default or reduce-overhead (models/training/train_speed.py)"),
     unet_from: Path | None = typer.Option(None, exists=True, file_okay=False, help="saved pipeline whose UNet and image "
                                           "encoder start this model's untrained ones (all but the UNet's convolutions "
                                           "that read and write latents of another width)"),
