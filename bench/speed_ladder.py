@@ -85,7 +85,11 @@ def build(work: Path, source: str, small_calibration: bool) -> None:
             assert svdtool("quantize", str(fp16), "--calib", str(CALIBRATION), "-o", str(int8), *calibration) == 0
 
 
-def quality(work: Path) -> None:
+def quality(work: Path, size: int | None = None) -> None:
+    """Every rung validated against the exact PyTorch run; `size` (e.g. 256: twice svd-mini's, attention over 4x the
+    tokens): the presets' rungs natively at size x size, in WORK/q{size}/."""
+    if size:
+        return quality_at(work, size)
     reference = work / "reference"
     if not reference.is_dir():
         assert svdtool("reference", "mini", "--images", str(HELD_OUT), "-o", str(reference), "--device", "cpu", "--dtype", "fp32") == 0
@@ -107,6 +111,19 @@ def quality(work: Path) -> None:
             elif speed != "explored" and not (out / "report.json").is_file():
                 svdtool("validate", str(ir_folder(work, attention, precision)), "--reference", str(reference), "--speed", speed,
                         "--precision", hint, "-o", str(out), "--overwrite", *(["--cache-interval", "2"] if cached else []), env=env)
+
+
+def quality_at(work: Path, size: int) -> None:
+    folder = work / f"q{size}"
+    reference = folder / "reference"
+    if not reference.is_dir():
+        assert svdtool("reference", "mini", "--images", str(HELD_OUT), "-o", str(reference), "--device", "cpu", "--dtype", "fp32",
+                       "--height", str(size), "--width", str(size)) == 0
+    for attention, speed, precision in RUNGS:
+        out = folder / f"val-{rung_name(attention, speed, precision)}-native"
+        if not (out / "report.json").is_file():
+            svdtool("validate", str(ir_folder(work, attention, precision)), "--reference", str(reference), "--speed", speed,
+                    "-o", str(out), "--overwrite")
 
 
 def speed(work: Path, name: str, frames: int, height: int, width: int, memory: str) -> None:
@@ -216,6 +233,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=25)
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--size", type=int, help="quality: validate the presets' rungs at SIZE x SIZE too (WORK/qSIZE)")
     parser.add_argument("--memory", default="standard", help="speed: generate's --memory (low on a 24 GB machine)")
     parser.add_argument("--speed", action="append", default=[], help="table: speed_NAME.json files of WORK to add")
     args = parser.parse_args()
@@ -223,7 +241,7 @@ def main() -> None:
     if args.stage == "build":
         build(args.work, args.name, args.calib_small)
     elif args.stage == "quality":
-        quality(args.work)
+        quality(args.work, args.size)
     elif args.stage == "speed":
         speed(args.work, args.name, args.frames, args.height, args.width, args.memory)
     else:
