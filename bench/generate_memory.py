@@ -2,10 +2,11 @@
 
 Each run is its own process (`svdtool.runtime.generate` through the library, so that every stage's peak is known, and
 /usr/bin/time for the process's peak). Variants:
-  before   every part keeps its working memory after its stage (svdtool 0.1.0), both guidance halves batched
+  before   every part keeps its working memory and its IR's mapped pages (svdtool 0.1.0), guidance halves batched
   release  working memory handed back between stages (release_memory), halves batched      [--memory standard]
   in-turn  release, and the guidance halves one after the other (decoder: all frames at once)
   low      in-turn, and the VAE decoder 2 frames a chunk                                    [--memory low]
+  low-kept low, but the IR files' mapped pages kept resident (svdtool before drop_mapped_files)
 
 Run: python bench/generate_memory.py DIR [DIR ...] [--height 576 --width 1024 --frames 14 --steps 1] [--variants a,b]
      [--name NAME]  → bench/results/generate_memory_NAME.{json,md}
@@ -23,7 +24,8 @@ from pathlib import Path
 from common import RESULTS, machine, save
 
 VARIANTS = {"before": {"release": False, "memory": "standard"}, "release": {"release": True, "memory": "standard"},
-            "in-turn": {"release": True, "memory": "low", "all_frames": True}, "low": {"release": True, "memory": "low"}}
+            "in-turn": {"release": True, "memory": "low", "all_frames": True}, "low": {"release": True, "memory": "low"},
+            "low-kept": {"release": True, "memory": "low", "keep_pages": True}}
 CHILD = """
 import json, sys
 from pathlib import Path
@@ -35,6 +37,9 @@ from svdtool.runtime.loading import load_ov_pipeline
 args = json.loads(sys.argv[1])
 if not args["release"]:
     pipeline_module.release_memory = lambda part: None
+if not args["release"] or args.get("keep_pages"):
+    import svdtool.runtime.parts as parts_module
+    parts_module.drop_source_pages = pipeline_module.drop_source_pages = lambda part: None
 pipeline, manifest = load_ov_pipeline(args["folder"])
 settings = GenerationSettings(num_frames=args["frames"], height=args["height"], width=args["width"],
                               num_inference_steps=args["steps"], memory=args["memory"],
@@ -96,7 +101,7 @@ def main() -> None:
           "resident by then), and the whole process (/usr/bin/time); times in seconds.", "",
           "| IR | variant | decode chunk | compile | UNet | VAE decoder | process peak | UNet s/step | decode s | wall s |",
           "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
-          *[f"- `{name}`: {line.split(maxsplit=1)[1]}" for name, line in zip(VARIANTS, __doc__.splitlines()[4:8])
+          *[f"- `{name}`: {line.split(maxsplit=1)[1]}" for name, line in zip(VARIANTS, __doc__.splitlines()[4:9])
             if name in shape.variants.split(",")], ""]
     save(f"generate_memory_{shape.name}", results, "\n".join(md))
     plot(results, RESULTS / f"generate_memory_{shape.name}.png")

@@ -167,15 +167,20 @@ def table(work: Path, speed_names: list[str]) -> None:
     results: dict[str, Any] = {"quality_machine": machine(), "date": time.strftime("%Y-%m-%d"), "rungs": [], "speed": {}}
     for name in speed_names:
         results["speed"][name] = json.loads((work / f"speed_{name}.json").read_text())
+    sizes = sorted(int(folder.name[1:]) for folder in work.glob("q[0-9]*") if folder.is_dir())  # quality --size runs
     header = "| rung | svd-mini steps | validate native: verdict, PSNR mean / worst | no-VNNI |"
+    header += "".join(f" native at {size}×{size} |" for size in sizes)
     for name, run in results["speed"].items():
         header += f" {name} s/video at {run['width']}×{run['height']}×{run['frames']}, 25 steps (speed-up) | peak RSS GB |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for attention, speed, precision, cached in all_rungs():
         preset, row = SPEEDS[speed], {"rung": rung_name(attention, speed, precision, cached)}
         cells = [rung_label(attention, speed, precision, cached), str(preset.steps(25))]
-        for kind in ("native", "no-vnni"):
-            report_file = work / f"val-{rung_name(attention, speed, precision, cached)}-{kind}" / "report.json"
+        runs = {kind: work / f"val-{rung_name(attention, speed, precision, cached)}-{kind}" for kind in ("native", "no-vnni")}
+        runs.update({f"native-{size}": work / f"q{size}" / f"val-{rung_name(attention, speed, precision, cached)}-native"
+                     for size in sizes})
+        for kind, folder in runs.items():
+            report_file = folder / "report.json"
             if not report_file.is_file():
                 cells.append("–")
                 continue
@@ -204,7 +209,9 @@ def table(work: Path, speed_names: list[str]) -> None:
         f"{', '.join(results['quality_machine']['isa'])}), `svdtool validate` "
         "against the exact PyTorch fp32 run (25 Euler steps) on the 5 held-out photos (bench/heldout), 128×128×8, default "
         "thresholds; *no-VNNI*: the same IR with ONEDNN_MAX_CPU_ISA=AVX512_CORE and `--precision f32`. IRs: svdtool's "
-        "default export and INT8 quantization.",
+        "default export and INT8 quantization."
+        + "".join(f" *Native at {size}×{size}*: the same against the exact PyTorch run at {size}×{size}, where the top "
+                  f"level's attention sees {(size // 128) ** 2}× svd-mini's tokens (`quality WORK --size {size}`)." for size in sizes),
         "",
         *[f"Speed `{name}`: {run['model']} on {run['machine']['cpu']} ({run['machine']['cores']} cores; "
           f"{', '.join(run['machine']['isa'])}), "
@@ -214,7 +221,8 @@ def table(work: Path, speed_names: list[str]) -> None:
         "",
         *lines,
         "",
-        "Reproduce: quality `python bench/speed_ladder.py build WORK mini && python bench/speed_ladder.py quality WORK`; "
+        "Reproduce: quality `python bench/speed_ladder.py build WORK mini && python bench/speed_ladder.py quality WORK` "
+        "(and `quality WORK --size 256`); "
         "speed on a 24 GB machine `python bench/speed_ladder.py build SVD_WORK svd --calib-small && python "
         "bench/speed_ladder.py speed SVD_WORK NAME --frames 14 --memory low`, on the GPU host's Xeon "
         "`bench/server_speed_ladder.sh`; then copy SVD_WORK/speed_NAME.json into WORK and `python bench/speed_ladder.py "

@@ -13,6 +13,7 @@ import numpy as np
 import openvino as ov
 
 from svdtool.errors import SvdtoolError
+from svdtool.memory import drop_mapped_files
 
 from .parts import OV_XML
 
@@ -85,7 +86,7 @@ class DeepCacheRunner:
 
     def __init__(self, model_dir: Path, settings: DeepCacheSettings, device: str, ov_config: dict[str, Any]):
         self.settings = settings
-        folder = Path(model_dir) / "deepcache" / f"branch_{settings.branch}"
+        self.folder = folder = Path(model_dir) / "deepcache" / f"branch_{settings.branch}"
         # The pipeline parts' own Core (optimum-intel's), so that all compiled models share one CPU plugin and its threads.
         from optimum.intel.openvino.modeling_diffusion import core
 
@@ -126,6 +127,7 @@ class DeepCacheRunner:
     def release_memory(self) -> None:
         for compiled in self.compiled.values():
             compiled.release_memory()
+        drop_mapped_files(self.folder)
 
     def __call__(self, inputs: dict[str, Any], step: int) -> np.ndarray:
         self.compile()

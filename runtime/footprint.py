@@ -1,8 +1,9 @@
 """How much memory a generation needs at its peak, known from the IR and the settings before anything is compiled, and
 a one-line refusal, naming settings that fit, when this machine does not have it.
 
-peak = base + compiled weights + the largest stage's working memory. Stages run one after another and each hands its
-working memory back when it ends (pipeline.py), so only the largest counts. A stage's working memory is read off its IR
+peak = base + compiled weights + the largest of: a stage's working memory, a part's IR pages. Stages run one after
+another and each hands its working memory back when it ends (pipeline.py), so only the largest counts; an IR's mapped
+pages are resident only while its part compiles (then dropped, svdtool.memory: the parts compile one at a time). A stage's working memory is read off its IR
 shaped for the settings: OpenVINO's shape inference gives every tensor's size, and a walk in execution order keeps
 alive each tensor until its last reader (an op whose output takes the place of an input read for the last time works
 in place). OpenVINO fuses more than that walk knows, and scratch buffers come on top; the factors below are fitted to
@@ -28,12 +29,16 @@ from .generate import LOW_DECODE_CHUNK, GenerationSettings
 
 GB = 2**30  # GiB, as every other memory figure svdtool prints
 # Fitted to svd's INT8 IR at 576x1024x14 on a 2-core Sapphire Rapids (bench/results/generate_memory_svd_spr2.md) and
-# svd-xt's at 576x1024x25 on the 16-core Xeon: before the first video the process holds 6.3 GiB for a 2.25 GiB IR
-# (the IR's pages, mapped, and the compiled copy); a stage's RSS rises about 2.2x the walk's live peak.
+# svd-xt's at 576x1024x25 on the 16-core Xeon: compiled, the process holds 4.17 GiB for a 2.25 GiB IR (1.04 before);
+# compiling a part holds its IR's pages and about 0.4x their size more; the UNet's and encoders' stages rise about 2.2x
+# the walk's live peak, the decoder's 2.9x at chunks of 8 and 2 (it over-counts a chunk of 14 by about a fifth).
 BASE_GB = 1.2  # Python with torch, diffusers and OpenVINO loaded, nothing compiled
-WEIGHT_FACTOR = {"bf16": 2.3, "f16": 2.3, "f32": 3.4}  # resident bytes per byte of IR (.bin); f32 doubles fp16 weights
-INT8_WEIGHT_FACTOR = {"bf16": 2.3, "f16": 2.3, "f32": 2.6}  # an INT8 IR: its int8 weights compile as they are
-WORKING_FACTOR = 2.2  # a stage's measured working memory per byte of the walk's live peak
+# Resident bytes per byte of IR (.bin) while its pages are mapped: 1 for the pages, the rest the compiled copy, which
+# stays. f32 doubles fp16 weights; an INT8 IR's int8 weights compile as they are.
+WEIGHT_FACTOR = {"bf16": 2.4, "f16": 2.4, "f32": 3.4}
+INT8_WEIGHT_FACTOR = {"bf16": 2.4, "f16": 2.4, "f32": 2.6}
+COMPILE_FACTOR = 1.4  # a part's peak while compiling, per byte of its IR
+WORKING_FACTOR = {"unet": 2.2, "vae_encoder": 2.2, "vae_decoder": 2.9}  # a stage's working memory per byte of the walk
 MAX_TENSOR_ELEMENTS = 2**31
 MEMORY_ENV = "SVDTOOL_MEMORY_GB"  # the memory svdtool may use, when less than the system reports available
 _VIEWS = {"Parameter", "Constant", "Result", "Reshape", "Squeeze", "Unsqueeze", "ShapeOf", "Convert", "FakeQuantize"}
@@ -41,13 +46,14 @@ _VIEWS = {"Parameter", "Constant", "Result", "Reshape", "Squeeze", "Unsqueeze", 
 
 @dataclass(frozen=True)
 class Footprint:
-    weights_gb: float
+    weights_gb: float  # the compiled copies, kept
     stages_gb: dict[str, float]  # each stage's working memory
     largest_tensors: dict[str, int]  # each stage's largest tensor, in elements
+    mapped_gb: dict[str, float]  # each part's peak while it compiles: its IR pages and more (then dropped, one at a time)
 
     @property
     def peak_gb(self) -> float:
-        return round(BASE_GB + self.weights_gb + max(self.stages_gb.values()), 1)
+        return round(BASE_GB + self.weights_gb + max(*self.stages_gb.values(), *self.mapped_gb.values()), 1)
 
 
 def execution_precision(precision: str = "auto") -> str:
@@ -104,9 +110,11 @@ def estimate(folder: Path, settings: GenerationSettings, precision: str = "auto"
         "vae_encoder": {"sample": [1, 3, settings.height, settings.width]},
     }
     walked = {name: walk(folder / name / "openvino_model.xml", shapes, element) for name, shapes in stages.items()}
-    weights = sum(_weight_bytes(folder / name, executed) for name in ("image_encoder", "vae_encoder", "vae_decoder", "unet")) / GB
-    return Footprint(round(weights, 2), {name: round(WORKING_FACTOR * peak / GB, 2) for name, (peak, _) in walked.items()},
-                     {name: largest for name, (_, largest) in walked.items()})
+    parts = {name: _weight_bytes(folder / name, executed) for name in ("image_encoder", "vae_encoder", "vae_decoder", "unet")}
+    return Footprint(round(sum(copy for copy, _ in parts.values()) / GB, 2),
+                     {name: round(WORKING_FACTOR[name] * peak / GB, 2) for name, (peak, _) in walked.items()},
+                     {name: largest for name, (_, largest) in walked.items()},
+                     {name: round(COMPILE_FACTOR * mapped / GB, 2) for name, (_, mapped) in parts.items()})
 
 
 def available_gb() -> float:
@@ -190,11 +198,11 @@ def _most_frames(fits: Callable[[int], bool], upper: int) -> int:
     return low
 
 
-def _weight_bytes(component: Path, executed: str) -> float:
-    """Resident weights: the IR's mapped pages and the compiled copy (float weights in the execution precision)."""
+def _weight_bytes(component: Path, executed: str) -> tuple[float, float]:
+    """A part's resident weights: the compiled copy (float weights in the execution precision) and the IR's pages."""
     xml = component / "openvino_model.xml"
     on_disk = (component / "openvino_model.bin").stat().st_size
-    return on_disk * (INT8_WEIGHT_FACTOR if _has_int8_weights(xml) else WEIGHT_FACTOR)[executed]
+    return on_disk * ((INT8_WEIGHT_FACTOR if _has_int8_weights(xml) else WEIGHT_FACTOR)[executed] - 1), on_disk
 
 
 def _has_int8_weights(xml: Path) -> bool:

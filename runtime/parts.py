@@ -17,17 +17,27 @@ from diffusers.utils import BaseOutput
 from optimum.intel.openvino.modeling_diffusion import OVModelUnet, OVModelVae, OVModelVaeDecoder, OVPipelinePart
 from transformers.modeling_outputs import ModelOutput
 
+from svdtool.memory import drop_mapped_files
+
 OV_XML = "openvino_model.xml"  # each part's IR file in its folder (optimum-intel's layout)
 
 
 def release_memory(part: OVPipelinePart) -> None:
-    """Hand a compiled part's working memory (activations, scratch) back to the system; its weights stay compiled
-    and the next call allocates again. Used between stages: the UNet's buffers are not needed while decoding."""
+    """Hand a compiled part's working memory (activations, scratch) and its IR file's mapped pages back to the
+    system; its weights stay compiled and the next call allocates again. Used between stages: the UNet's buffers are
+    not needed while decoding."""
     if isinstance(part.request, ov.CompiledModel):  # not a recorder standing in for it (quantize/record.py)
         part.request.release_memory()
+    drop_source_pages(part)
     deepcache = getattr(part, "deepcache", None)
     if deepcache is not None:
         deepcache.release_memory()
+
+
+def drop_source_pages(part: OVPipelinePart) -> None:
+    """The IR file's pages out of memory once the compiled part has run (svdtool.memory.drop_mapped_files)."""
+    if part.model_save_dir is not None:
+        drop_mapped_files(part.model_save_dir)
 
 
 class OVImageEncoder(OVPipelinePart):
@@ -76,8 +86,13 @@ class OVSpatioTemporalUnet(OVModelUnet):
         if self.parent_pipeline.guidance_in_turn and sample.shape[0] > 1:
             halves = ({name: value if name == "timestep" else value[i:i + 1] for name, value in inputs.items()}
                       for i in range(sample.shape[0]))
-            return (torch.cat([torch.from_numpy(self.request(half, share_inputs=True)[0]) for half in halves]),)
-        return (torch.from_numpy(self.request(inputs, share_inputs=True)[0]),)
+            noise_pred = torch.cat([torch.from_numpy(self.request(half, share_inputs=True)[0]) for half in halves])
+        else:
+            noise_pred = torch.from_numpy(self.request(inputs, share_inputs=True)[0])
+        if getattr(self, "first_call_of", None) is not self.request:  # the first call of this compiled UNet: its weights
+            self.first_call_of = self.request  # are converted by now (at dynamic shapes, here), and its stage is the longest
+            drop_source_pages(self)
+        return (noise_pred,)
 
 
 class OVTemporalVaeDecoder(OVModelVaeDecoder):

@@ -14,7 +14,7 @@ from optimum.intel.openvino.modeling_diffusion import OVDiffusionPipeline
 from svdtool import logs
 
 from .deepcache import DeepCacheRunner, DeepCacheSettings, check_available
-from .parts import OV_XML, release_memory, OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
+from .parts import OV_XML, drop_source_pages, release_memory, OVImageEncoder, OVSpatioTemporalUnet, OVTemporalVae, OVTemporalVaeDecoder
 
 logs.adopt("optimum", "nncf", "torch")  # optimum-intel imports nncf, which imports torch's extension loader
 
@@ -121,10 +121,12 @@ class OVStableVideoDiffusionPipeline(OVDiffusionPipeline, StableVideoDiffusionPi
         return self
 
     def compile(self) -> None:
-        """Compile every part; with DeepCache on, its two UNets instead of the plain one (which it never calls)."""
+        """Compile every part; with DeepCache on, its two UNets instead of the plain one (which it never calls). Each
+        part's IR file pages are dropped once it is compiled: at static shapes the plugin converts the weights here."""
         for component in self.components.values():
             if component is not self.unet or self.deepcache is None:
                 component.compile()
+                drop_source_pages(component)
         if self.deepcache is not None:
             self.deepcache.compile()
 

@@ -118,6 +118,61 @@ def test_low_memory_runs_the_guidance_halves_in_turn_with_the_same_video(tiny_ir
     assert {"compile", "unet", "vae_decoder", "overall"} <= set(in_turn.peak_rss_gb)
 
 
+def resident_bytes_under(folder) -> int:
+    """Resident bytes of this process's file mappings under `folder` (/proc/self/smaps)."""
+    prefix, resident, inside = str(folder.resolve()) + "/", 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5].startswith(prefix)
+        elif inside and fields[0] == "Rss:":
+            resident += int(fields[1]) * 1024
+    return resident
+
+
+def test_dropping_mapped_pages_keeps_the_data_and_spares_writable_mappings(tmp_path):
+    import mmap
+
+    from svdtool.memory import drop_mapped_files
+
+    data = np.random.default_rng(0).integers(0, 255, 8 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "weights.bin").write_bytes(data)
+    (tmp_path / "scratch.bin").write_bytes(bytes(1 << 20))
+    with open(tmp_path / "weights.bin", "rb") as f, open(tmp_path / "scratch.bin", "r+b") as g:
+        weights, scratch = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), mmap.mmap(g.fileno(), 0)
+        assert weights[:] == data  # every page touched
+        scratch[:5] = b"kept!"
+        assert resident_bytes_under(tmp_path) >= len(data)
+        assert drop_mapped_files(tmp_path) == len(data)  # the read-only mapping only
+        assert resident_bytes_under(tmp_path) < (1 << 20) + (64 << 10)
+        assert weights[:] == data and scratch[:5] == b"kept!"
+        weights.close()
+        scratch.close()
+
+
+def test_no_ir_file_pages_stay_resident_after_a_video(tiny_ir_fp16, image_file, monkeypatch):
+    """OpenVINO keeps each IR's .bin mapped after the CPU plugin has converted the weights: without svdtool's drops its
+    pages stay resident; with them (after each part compiles, the UNet's first call and each stage) none do, and the
+    video is the same."""
+    import svdtool.runtime.parts as parts
+    import svdtool.runtime.pipeline as pipeline_module
+
+    image = Image.open(image_file).convert("RGB")
+    videos, resident = [], []
+    for drop in (False, True):
+        with monkeypatch.context() as patch:
+            if not drop:
+                patch.setattr(parts, "drop_source_pages", lambda part: None)
+                patch.setattr(pipeline_module, "drop_source_pages", lambda part: None)
+            pipeline, manifest = load_ov_pipeline(tiny_ir_fp16)
+            settings = GenerationSettings(num_inference_steps=2).resolved(manifest["generation_defaults"])
+            videos.append(generate(pipeline, image, settings, show_progress=False).frames)
+            resident.append(resident_bytes_under(tiny_ir_fp16))
+            del pipeline
+    assert resident[0] > 0 and resident[1] == 0
+    assert np.array_equal(videos[0], videos[1])
+
+
 def test_working_memory_walk_counts_live_tensors(tiny_ir_fp32):
     """The estimate's walk grows with the shape it is given: twice the frames, about twice the UNet's working memory."""
     def unet(frames: int) -> int:
