@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -94,8 +95,6 @@ def save_student(target: torch.nn.Module, folder: Path) -> None:
     partial = folder.with_name(folder.name + ".partial")
     copy.deepcopy(target).half().save_pretrained(partial, safe_serialization=True)
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     partial.rename(folder)
 

@@ -263,6 +263,7 @@ def test_ray_batch_survives_a_killed_worker(ray_cluster, tiny_ir_fp32, many_phot
     # loaded the pipeline again; the other actor may finish the batch first (seen once in a full run on the Zen 4).
 
 
+@pytest.mark.slow  # suite time (~1 min): run with `pytest -m slow`
 def test_validate_and_reference_on_ray(ray_cluster, tiny_ir_fp32, photos, tmp_path):
     """validate: the PyTorch CPU reference and the IR on their own actors in one Ray job, one report; reference: the
     same batch behaviour; a GPU reference on a cluster without GPUs is a one-line error."""

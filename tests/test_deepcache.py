@@ -110,6 +110,7 @@ def test_missing_branch_and_torch_backend_are_refused(tiny_ir_fp32, image_file, 
     assert result.exit_code == 2 and "branches 0-0" in result.output and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # suite time (~1 min): run with `pytest -m slow`
 def test_quantize_writes_the_quantized_pair(tiny_cached, calib_dir, image_file, tmp_path):
     """`svdtool quantize` quantizes DeepCache's pair too, reports it like a component (fusion table, sizes), and the
     quantized folder runs with caching on."""

@@ -217,6 +217,7 @@ def test_anneal_starts_its_clock_after_the_first_step():
     assert rates[200] > 0.8 and rates[-1] < 0.1, (rates[200], rates[-1])
 
 
+@pytest.mark.slow  # suite time (~1 min): run with `pytest -m slow`
 def test_training_script_resumes_from_the_shipped_model(tmp_path):
     out = tmp_path / "mini"
     # the first call grows the VAE one resnet deeper per block and draws its VAE batches from clips rendered once
