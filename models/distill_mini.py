@@ -31,7 +31,7 @@ import typer
 from diffusers import StableVideoDiffusionPipeline
 
 from .samplers import CONSISTENCY_CONFIG, SVDConsistencyScheduler
-from .train_mini import CONDITION_DROP, FPS, _train, clip_pixels, denoise, optimizer_for, require_pipeline
+from .train_mini import CONDITION_DROP, _train, conditioning, denoise, optimizer_for, require_pipeline
 from .training_data import LatentPool, build_pool
 
 HUBER_C = 0.001  # LCM's pseudo-Huber constant
@@ -75,11 +75,8 @@ def distillation_loss(models: dict, sigmas: torch.Tensor, guidance: torch.Tensor
     student, teacher, target = models["student"], models["teacher"], models["target"]
     latents = batch.latents
     size, device = len(latents), latents.device
-    keep = (torch.rand(size, device=device) >= CONDITION_DROP).float()
-    with torch.no_grad():
-        embeddings = models["image_encoder"](clip_pixels(batch.first_frames)).image_embeds[:, None]
-    condition = {"condition_latents": batch.condition * keep[:, None, None, None], "embeddings": embeddings * keep[:, None, None],
-                 "added_time_ids": torch.stack([torch.full_like(batch.noise_aug, FPS - 1), batch.buckets.float(), batch.noise_aug], 1)}
+    with torch.no_grad():  # the image encoder stays the teacher's
+        condition = conditioning(models["image_encoder"], batch)
     index = torch.randint(0, len(sigmas) - 1, (size,), device=device)
     sigma, sigma_next = sigmas[index + 1], sigmas[index]
     noisy = latents + sigma[:, None, None, None, None] * torch.randn_like(latents)

@@ -245,21 +245,25 @@ def vae_step(vae: AutoencoderKLTemporalDecoder, crop: int, compile_mode: str | N
     return lambda batch: loss(crop_tiles(batch[0], crop))
 
 
+def conditioning(image_encoder: torch.nn.Module, batch: LatentPool) -> dict[str, torch.Tensor]:
+    """`denoise`'s conditions for a batch of encoded clips: the condition latents and the CLIP embedding, both dropped
+    together for CONDITION_DROP of the clips (as the pipeline's negative branch zeros both), and the added time ids."""
+    latents = batch.latents
+    embeddings = image_encoder(clip_pixels(batch.first_frames)).image_embeds[:, None]
+    keep = (torch.rand(len(latents), device=latents.device) >= CONDITION_DROP).float()
+    added_time_ids = torch.stack([torch.full_like(batch.noise_aug, FPS - 1), batch.buckets.float(), batch.noise_aug], dim=1)
+    return {"condition_latents": batch.condition * keep[:, None, None, None], "embeddings": embeddings * keep[:, None, None],
+            "added_time_ids": added_time_ids}
+
+
 def unet_loss(models: dict, batch: LatentPool) -> torch.Tensor:
     """SVD's denoising loss, EDM-weighted, on one batch of encoded clips."""
-    unet, image_encoder = models["unet"], models["image_encoder"]
-    latents, condition_latents = batch.latents, batch.condition
-    size, device = len(latents), latents.device
-    embeddings = image_encoder(clip_pixels(batch.first_frames)).image_embeds[:, None]
-    keep = (torch.rand(size, device=device) >= CONDITION_DROP).float()
-    embeddings = embeddings * keep[:, None, None]
-    condition_latents = condition_latents * keep[:, None, None, None]
-
-    sigma = torch.exp(torch.randn(size, device=device) * P_STD + P_MEAN)
+    latents = batch.latents
+    condition = conditioning(models["image_encoder"], batch)
+    sigma = torch.exp(torch.randn(len(latents), device=latents.device) * P_STD + P_MEAN)
     s = sigma[:, None, None, None, None]
     noisy = latents + s * torch.randn_like(latents)
-    added_time_ids = torch.stack([torch.full_like(sigma, FPS - 1), batch.buckets.float(), batch.noise_aug], dim=1)
-    denoised = denoise(unet, noisy, sigma, condition_latents, embeddings, added_time_ids)
+    denoised = denoise(models["unet"], noisy, sigma, **condition)
     weight = (s ** 2 + 1) / s ** 2
     return (weight * (denoised - latents) ** 2).mean()
 

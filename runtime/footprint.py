@@ -1,12 +1,12 @@
 """How much memory a generation needs at its peak, known from the IR and the settings before anything is compiled, and
 a one-line refusal, naming settings that fit, when this machine does not have it.
 
-peak = base + compiled weights + the largest of: a stage's working memory, a part's IR pages. Stages run one after
+peak = base + compiled weights + the largest of: a stage's working memory, a part's compile. Stages run one after
 another and each hands its working memory back when it ends (pipeline.py), so only the largest counts; an IR's mapped
-pages are resident only while its part compiles (then dropped, svdtool.memory: the parts compile one at a time). A stage's working memory is read off its IR
-shaped for the settings: OpenVINO's shape inference gives every tensor's size, and a walk in execution order keeps
-alive each tensor until its last reader (an op whose output takes the place of an input read for the last time works
-in place). OpenVINO fuses more than that walk knows, and scratch buffers come on top; the factors below are fitted to
+pages are resident only while its part compiles (then dropped, svdtool.memory; the parts compile one at a time).
+A stage's working memory is read off its IR shaped for the settings: OpenVINO's shape inference gives every tensor's
+size, and a walk in execution order keeps alive each tensor until its last reader (an op whose output takes the place
+of an input read for the last time works in place). OpenVINO fuses more than that walk knows, and scratch buffers come on top; the factors below are fitted to
 measured peaks (bench/generate_memory.py, bench/results/generate_memory_*.md).
 """
 
@@ -49,11 +49,11 @@ class Footprint:
     weights_gb: float  # the compiled copies, kept
     stages_gb: dict[str, float]  # each stage's working memory
     largest_tensors: dict[str, int]  # each stage's largest tensor, in elements
-    mapped_gb: dict[str, float]  # each part's peak while it compiles: its IR pages and more (then dropped, one at a time)
+    compile_gb: dict[str, float]  # each part's peak while it compiles: its IR pages and more (then dropped, one at a time)
 
     @property
     def peak_gb(self) -> float:
-        return round(BASE_GB + self.weights_gb + max(*self.stages_gb.values(), *self.mapped_gb.values()), 1)
+        return round(BASE_GB + self.weights_gb + max(*self.stages_gb.values(), *self.compile_gb.values()), 1)
 
 
 def execution_precision(precision: str = "auto") -> str:
