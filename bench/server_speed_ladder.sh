@@ -5,6 +5,8 @@
 #                                              quantize both (INT8, small calibration: the weights are random),
 #                                              then the per-call costs at 576x1024x25 and x14 (bench/speed_ladder.py speed)
 #   bench/server_speed_ladder.sh collect OUT   wait up to 9 minutes for it, then copy what is done to OUT
+# FRAMES ("25 14") picks the frame counts measured; CPUS (e.g. 2-15) pins the work with taskset, leaving the other cores
+# to a GPU job that shares the call (the result files record the cores used).
 # Then here: python bench/speed_ladder.py table WORK --speed xeon25 --speed xeon14 (WORK holding OUT's speed_*.json).
 set -euo pipefail
 stage=$1 out=$2
@@ -12,9 +14,10 @@ WHEELS=.whl-core source bench/device_env.sh > "$out/lscpu.txt"
 work=bench/.cache/speed_ladder && mkdir -p $work
 if [ "$stage" = start ] && [ ! -f $work/started ]; then
   touch $work/started
-  setsid nohup bash -c "python3 bench/speed_ladder.py build $work svd-xt --calib-small > $work/build.log 2>&1 &&
-    python3 bench/speed_ladder.py speed $work xeon25 --frames 25 > $work/speed25.log 2>&1 &&
-    python3 bench/speed_ladder.py speed $work xeon14 --frames 14 > $work/speed14.log 2>&1; touch $work/done" > /dev/null 2>&1 &
+  pin=${CPUS:+taskset -c $CPUS}
+  speeds=$(for f in ${FRAMES:-25 14}; do echo -n "&& $pin python3 bench/speed_ladder.py speed $work xeon$f --frames $f > $work/speed$f.log 2>&1 "; done)
+  setsid nohup bash -c "$pin python3 bench/speed_ladder.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; touch $work/done" \
+    > /dev/null 2>&1 &
 fi
 for _ in $(seq 108); do [ -f $work/done ] && break; sleep 5; done
 cp $work/*.log $work/speed_*.json "$out/" 2>/dev/null || true

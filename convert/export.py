@@ -17,6 +17,7 @@ from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS
 from svdtool.models import SAMPLERS, Source, component_config, generation_defaults, load_component, resolve_source
+from svdtool.models.decoders import check_decoder_fits, check_decoder_spec, decoder_config, describe_decoder, load_tiny_decoder
 from svdtool.outputs import atomic_output_dir, write_manifest
 
 from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
@@ -27,6 +28,7 @@ from .tokens import KV_DOWNSAMPLE_FACTORS, downsample_top_level_keys
 from .wrappers import (
     ExportShape,
     ImageEncoderWrapper,
+    TinyDecoderWrapper,
     UnetWrapper,
     VaeDecoderWrapper,
     VaeEncoderWrapper,
@@ -67,6 +69,7 @@ def export(
     cache_branches: tuple[int, ...] = (),
     cross_attention: str = "folded",
     kv_downsample: int = 1,
+    vae_decoder: str | None = None,
 ) -> dict[str, Any]:
     """Export image encoder, VAE encoder, VAE temporal decoder and UNet of `source` to `out_dir`.
 
@@ -75,7 +78,9 @@ def export(
     DeepCache's pair of UNet IRs for that branch under `deepcache/branch_K/` (see deepcache.py). `cross_attention`
     "folded" (exact, see fold.py) replaces the UNet's single-key cross-attention by its value projection; "full" traces
     it as diffusers computes it. `kv_downsample` above 1 gives the top level's spatial self-attention keys and values
-    from every k-th token row and column (ToDo, tokens.py: approximate, faster at large sizes). Returns the manifest.
+    from every k-th token row and column (ToDo, tokens.py: approximate, faster at large sizes). `vae_decoder`, an
+    AutoencoderTiny folder or Hub id (models/decoders.py), replaces the temporal VAE decoder (approximate, much
+    cheaper). Returns the manifest.
     """
     if weights not in ("fp16", "fp32"):
         raise SvdtoolError(f"--weights must be fp16 or fp32, not {weights!r}")
@@ -86,6 +91,9 @@ def export(
     if kv_downsample not in KV_DOWNSAMPLE_FACTORS:
         raise SvdtoolError(f"--kv-downsample must be one of {', '.join(map(str, KV_DOWNSAMPLE_FACTORS))} (1 = exact), not {kv_downsample}")
     source = resolve_source(source)
+    if vae_decoder is not None:
+        vae_decoder = check_decoder_spec(vae_decoder)
+        check_decoder_fits(vae_decoder, component_config(source, "vae"))
     cache_branches = tuple(sorted(set(cache_branches)))
     if cache_branches:
         if via != "openvino" or (shape is not None and shape.static):
@@ -117,7 +125,13 @@ def export(
                 if name == "unet":
                     folded = fold_cross_attention(module) if cross_attention == "folded" else 0
                     downsampled = downsample_top_level_keys(module, kv_downsample)
-                ov_model = _convert(name, module, trace_shape, config, via, tmp)
+                if name == "vae_decoder" and vae_decoder is not None:
+                    tiny_record = describe_decoder(vae_decoder, float(config["scaling_factor"]) / float(
+                        decoder_config(vae_decoder).get("scaling_factor", 1.0)))
+                    ov_model = _convert(name, load_tiny_decoder(vae_decoder), trace_shape, config, via, tmp,
+                                        scale=tiny_record["latent_scale"])
+                else:
+                    ov_model = _convert(name, module, trace_shape, config, via, tmp)
                 if name == "unet":
                     deepcache = _export_deepcache(module, cache_branches, trace_shape, config, tmp, weights)
                 if name in ("image_encoder", "vae_decoder", "unet"):
@@ -153,6 +167,8 @@ def export(
                     "why": "cross-attention sees one key (the image embedding): softmax is 1, so attn2 = to_out(to_v(context)) "
                            "exactly; kv_downsample k > 1: the top level's spatial self-attention takes its keys and values "
                            "from every k-th token row and column (ToDo, approximate)"},
+                "vae_decoder": tiny_record if vae_decoder is not None else {
+                    "name": "temporal", "why": "the source's own VAE decoder, mixing the frames of each chunk"},
                 "cpu_requirement": FLOAT_IR_CPU_REQUIREMENT,
                 "components": components,
                 **({"deepcache": deepcache} if cache_branches else {}),
@@ -177,8 +193,10 @@ def _component_config(module_name: str, module: Any) -> dict[str, Any]:
     return json.loads(json.dumps(config, default=list))
 
 
-def _convert(name: str, module: Any, shape: ExportShape, config: dict, via: str, tmp: Path) -> ov.Model:
-    wrapper = _WRAPPERS[name](module).eval()
+def _convert(name: str, module: Any, shape: ExportShape, config: dict, via: str, tmp: Path,
+             scale: float | None = None) -> ov.Model:
+    """`scale`: `module` is a tiny decoder taking the VAE's latents times `scale` (TinyDecoderWrapper)."""
+    wrapper = (_WRAPPERS[name](module) if scale is None else TinyDecoderWrapper(module, scale)).eval()
     example = example_inputs(name, shape, config)
     shapes = input_shapes(name, shape, config)
     with torch.no_grad():

@@ -50,6 +50,19 @@ class VaeDecoderWrapper(nn.Module):
         return self.vae.decode(latent_sample, num_frames=latent_sample.shape[0]).sample
 
 
+class TinyDecoderWrapper(nn.Module):
+    """The VaeDecoderWrapper interface for a tiny decoder (`--vae-decoder`, an AutoencoderTiny): latent_sample as the
+    pipeline hands it (divided by the VAE's scaling_factor) times `scale` (the VAE's scaling factor over the tiny
+    model's) is in the tiny model's latent space; it decodes each frame on its own."""
+
+    def __init__(self, tiny: nn.Module, scale: float):
+        super().__init__()
+        self.tiny, self.scale = tiny, scale
+
+    def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
+        return self.tiny.decode(latent_sample * self.scale).sample
+
+
 class UnetWrapper(nn.Module):
     """sample [B, F, 2C, h, w], timestep [] , encoder_hidden_states [B, 1, D], added_time_ids [B, 3] → [B, F, C, h, w]."""
 

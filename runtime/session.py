@@ -146,7 +146,7 @@ def open_session(target: Plan, device: str | None = None, precision: str = "auto
             label += " (random weights)"
         info = {"backend": "openvino", "model": str(folder), "device": pipeline._device, "precision": precision,
                 "source": source, "model_weights": manifest.get("weights"), "model_stage": manifest.get("stage"),
-                "cpu": cpu_info(), "threads": threads or "auto", "deepcache": (deepcache or DeepCacheSettings()).as_dict(),
+                "vae_decoder": manifest.get("vae_decoder", {}).get("name", "temporal"), "cpu": cpu_info(), "threads": threads or "auto", "deepcache": (deepcache or DeepCacheSettings()).as_dict(),
                 **({"memory_estimate": memory} if memory else {})}
         return Session(pipeline, target.defaults, label, info)
     device = (device or "cpu").lower()

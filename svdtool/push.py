@@ -80,7 +80,12 @@ def model_card(manifest: dict[str, Any], repo_id: str, validation: dict[str, Any
     shape = manifest.get("shape", {})
     lines += ["## Export", "", f"- IR weights: {manifest.get('weights')} (via {manifest.get('via', 'openvino')})",
               f"- shapes: {'static ' + json.dumps({k: v for k, v in shape.items() if k != 'static'}) if shape.get('static') else 'dynamic batch, frames, height and width'}",
-              f"- default generation: {json.dumps(manifest.get('generation_defaults'))}", f"- files: {len(manifest.get('files', {}))}, {total:.1f} MiB", ""]
+              f"- default generation: {json.dumps(manifest.get('generation_defaults'))}", f"- files: {len(manifest.get('files', {}))}, {total:.1f} MiB"]
+    decoder = manifest.get("vae_decoder", {})
+    if decoder.get("name") == "tiny":
+        lines += [f"- VAE decoder: **tiny** ({decoder['class']}, `{decoder['ref']}`), in place of the source's temporal decoder: "
+                  "frame by frame, much cheaper, approximate (see Validation)"]
+    lines += [""]
     lines += _sampler_lines(manifest)
     lines += ["| component | inputs | outputs |", "|---|---|---|"]
     lines += [f"| {name} | {', '.join(f'`{k}` {v}' for k, v in info['inputs'].items())} | "

@@ -33,7 +33,13 @@
 #   models/training/train_mini_gpu.sh distill OUT M            .mini/INIT (v7: svd-mini) distilled for M min into a 4-step consistency
 #                                                    student (svdtool.models.distill_mini; resumes on a warm machine), its
 #                                                    unet/, training.json and loss.json packed as `pack` does; UNET_BATCH
-#                                                    (64), LR (1e-4) and UNET_ANNEAL (set: on) as below
+#                                                    (64), LR (1e-4) and UNET_ANNEAL (set: on) as below, POOL (8192) its
+#                                                    --pool-clips
+#   models/training/train_mini_gpu.sh tiny OUT M               .mini/INIT's VAE decoder (v7-vae: model_index.json and vae/ of svd-mini,
+#                                                    48 MB, the only part it reads) distilled for M min into a tiny per-frame
+#                                                    decoder (svdtool.models.tiny_decoder; resumes on a warm machine), packed
+#                                                    as `pack` does; TINY_BATCH (256 frames) and POOL (4096 clips) its
+#                                                    --batch and --pool-clips
 #   models/training/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (models/training/train_speed.py)
 #   models/training/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
@@ -139,7 +145,12 @@ check)
 distill)  # M min: .mini/INIT (v7) distilled into a 4-step consistency student (svdtool.models.distill_mini), packed as pack does
   mkdir -p $cache/mini $cache/train
   python3 -m svdtool.models.distill_mini --teacher .mini/${INIT:-v7} --out $cache/mini/$name --state $cache/train/$name \
-    --minutes "$3" --batch "${UNET_BATCH:-64}" --lr "${LR:-1e-4}" --workers $workers ${UNET_ANNEAL:+--anneal} >> "$out/distill_$name.log" 2>&1
+    --minutes "$3" --batch "${UNET_BATCH:-64}" --lr "${LR:-1e-4}" --workers $workers ${UNET_ANNEAL:+--anneal} ${POOL:+--pool-clips $POOL} >> "$out/distill_$name.log" 2>&1
+  tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
+tiny)  # M min: .mini/INIT's VAE decoder distilled into a tiny decoder (svdtool.models.tiny_decoder), packed as pack does
+  mkdir -p $cache/mini $cache/train
+  python3 -m svdtool.models.tiny_decoder --teacher .mini/${INIT:-v7-vae} --out $cache/mini/$name --state $cache/train/$name \
+    --minutes "$3" --batch "${TINY_BATCH:-256}" --pool-clips "${POOL:-4096}" --workers $workers >> "$out/tiny_$name.log" 2>&1
   tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 speed)
   python3 models/training/train_speed.py --json "$out/train_speed.json" > "$out/train_speed.log" 2>&1 ;;

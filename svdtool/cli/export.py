@@ -33,6 +33,9 @@ def export(
                                               "approximate, check with validate)"),
     unet: UnetFile = None,
     sampler: SamplerName = None,
+    vae_decoder: Optional[str] = typer.Option(None, "--vae-decoder", help="a tiny decoder that replaces the VAE's temporal one: "
+                                              "an AutoencoderTiny folder or Hub id (TAESD: madebyollin/taesd for SVD's "
+                                              "latents); several times faster, approximate: check with validate"),
     overwrite: Overwrite = False,
     verbose: Verbose = False,
 ) -> None:
@@ -57,6 +60,11 @@ def export(
         if not static and any(v is not None for v in (height, width, frames)):
             raise SvdtoolError("--height/--width/--frames need --static (a dynamic IR takes any shape at run time)")
         resolved = resolve_source(source, variant, revision, unet=unet, sampler=sampler)
+        if vae_decoder is not None:
+            from svdtool.models import component_config
+            from svdtool.models.decoders import check_decoder_fits, check_decoder_spec
+
+            check_decoder_fits(check_decoder_spec(vae_decoder), component_config(resolved, "vae"))
         shape = None
         if static:
             defaults = generation_defaults(resolved)
@@ -64,7 +72,7 @@ def export(
             check_shape(shape.height, shape.width, shape.num_frames, defaults.size_multiple)
         manifest = export_pipeline(resolved, output, weights=weights, shape=shape, via=via, overwrite=overwrite,
                                    cache_branches=tuple(cache_branch or ()), cross_attention=cross_attention,
-                                   kv_downsample=kv_downsample)
+                                   kv_downsample=kv_downsample, vae_decoder=vae_decoder)
         size = sum(entry["bytes"] for entry in manifest["files"].values()) / 2**20
         console.print(f"[green]exported[/] {resolved.label()} → {output} ({size:.1f} MiB)")
 

@@ -1,0 +1,162 @@
+"""A tiny VAE decoder (`svdtool export --vae-decoder`, TAESD's architecture) against SVD's temporal decoder (#45).
+
+    python bench/tiny_decoder.py speed IR_DIR NAME [--decoder SPEC] [--frames F] [--height H] [--width W]
+        one chunk of F frames (8) through IR_DIR's vae_decoder and through a tiny decoder exported as `--vae-decoder`
+        exports it (SPEC; default: TAESD's architecture with random weights, since speed does not depend on them),
+        both compiled as the runtime compiles them (the CPU's default precision), at HxW (576x1024)
+        -> bench/results/tiny_decoder_speed_NAME.{json,md}
+    python bench/tiny_decoder.py quality WORK DECODER
+        svd-mini exported without and with DECODER (its tiny decoder, trained by `python -m svdtool.models.tiny_decoder`),
+        both quantized (default INT8), validated against the exact PyTorch fp32 run (25 Euler steps) on the held-out
+        photos (bench/heldout) -> bench/results/tiny_decoder_mini.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, save, usage  # noqa: E402
+
+HELD_OUT = Path(__file__).parent / "heldout"
+CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
+REPEAT = 2
+
+
+def svdtool(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "svdtool.cli", *args], check=True)
+
+
+def time_decoder(xml: Path, latents: np.ndarray) -> dict:
+    """Median seconds per call of one chunk (after a warm-up call), compiled with the CPU plugin's defaults."""
+    compiled = ov.Core().compile_model(xml, "CPU")
+    compiled(latents)
+    runs = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        compiled(latents)
+        runs.append(time.perf_counter() - start)
+    call = statistics.median(runs)
+    return {"call_s": round(call, 3), "per_frame_s": round(call / len(latents), 4),
+            "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+
+
+def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path) -> Path:
+    """The tiny decoder's IR as `svdtool export --vae-decoder` writes it (TinyDecoderWrapper, fp16 weights)."""
+    from diffusers import AutoencoderTiny
+
+    from svdtool.convert.export import _convert, _save_component
+    from svdtool.convert.wrappers import ExportShape
+    from svdtool.models.decoders import load_tiny_decoder
+
+    tiny = load_tiny_decoder(spec) if spec else AutoencoderTiny(latent_channels=vae_config["latent_channels"], scaling_factor=1.0)
+    scale = float(vae_config["scaling_factor"]) / float(tiny.config.scaling_factor)
+    model = _convert("vae_decoder", tiny.eval(), ExportShape(64, 64, 2), vae_config, "openvino", folder, scale=scale)
+    _save_component(folder / "tiny", model, vae_config, "fp16")
+    return folder / "tiny" / "openvino_model.xml"
+
+
+def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, width: int) -> None:
+    vae_config = json.loads((ir_dir / "vae_decoder" / "config.json").read_text())
+    scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    latents = np.random.default_rng(0).standard_normal((frames, vae_config["latent_channels"], height // scale, width // scale),
+                                                       dtype=np.float32)
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "ir": str(ir_dir), "frames": frames, "height": height,
+               "width": width, "tiny_decoder": spec or "TAESD's architecture (AutoencoderTiny defaults), random weights"}
+    results["temporal"] = time_decoder(ir_dir / "vae_decoder" / "openvino_model.xml", latents)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["tiny"] = time_decoder(tiny_decoder_ir(spec, vae_config, Path(tmp)), latents)
+    ratio = results["temporal"]["call_s"] / results["tiny"]["call_s"]
+    results["speed_up"] = round(ratio, 2)
+    info = results["machine"]
+    markdown = "\n".join([
+        f"# Tiny decoder vs temporal decoder: {width}x{height}, one chunk of {frames} frames", "",
+        f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); IR: `{ir_dir.name}` ({json.loads((ir_dir / 'svdtool.json').read_text())['source']['ref']}); "
+        f"tiny decoder: {results['tiny_decoder']}; the median of {REPEAT} calls after a warm-up, CPU plugin defaults.", "",
+        "| decoder | s / chunk | s / frame | precision |", "|---|---|---|---|",
+        *[f"| {label} | {results[key]['call_s']} | {results[key]['per_frame_s']} | {results[key]['precision']} |"
+          for key, label in (("temporal", "temporal (the IR's own)"), ("tiny", "tiny (`--vae-decoder`)"))],
+        "", f"Speed-up: **{ratio:.1f}×**.", "",
+        f"Reproduce: `python bench/tiny_decoder.py speed {ir_dir.name} {name} --frames {frames} --height {height} --width {width}`", ""])
+    save(f"tiny_decoder_speed_{name}", results, markdown)
+
+
+def quality(work: Path, decoder: str) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    irs = {"exact": work / "exact-fp16", "tiny": work / "tiny-fp16"}
+    for key, folder in irs.items():
+        if not folder.is_dir():
+            svdtool("export", "mini", "-o", str(folder), *(["--vae-decoder", decoder] if key == "tiny" else []))
+        int8 = folder.with_name(f"{key}-int8")
+        if not int8.is_dir():
+            svdtool("quantize", str(folder), "--calib", str(CALIBRATION), "-o", str(int8))
+    reference = work / "reference"
+    if not reference.is_dir():
+        svdtool("reference", "mini", "--images", str(HELD_OUT), "-o", str(reference), "--device", "cpu", "--dtype", "fp32")
+    rows = {}
+    for label in ("exact-int8", "tiny-fp16", "tiny-int8"):
+        out = work / f"val-{label}"
+        if not (out / "report.json").is_file():
+            subprocess.run([sys.executable, "-m", "svdtool.cli", "validate", str(work / label), "--reference", str(reference),
+                            "-o", str(out), "--overwrite"])
+        report = json.loads((out / "report.json").read_text())
+        failed = sorted({c["check"] for image in report["images"] for c in image["checks"] if not c["pass"]})
+        decode = statistics.mean(image["timings_seconds"]["runtime"]["vae_decoder"] for image in report["images"])
+        video = report["summary"]["seconds_per_video"]["runtime"]
+        rows[label] = {"pass": report["pass"], "failed": failed, "psnr_mean": report["summary"]["psnr_mean"],
+                       "psnr_worst": min(image["runtime"]["psnr_mean"] for image in report["images"]),
+                       "ssim_mean": report["summary"]["ssim_mean"], "decode_s": round(decode, 3), "video_s": round(video, 2),
+                       "flicker": report["summary"]["runtime"]["flicker"], "sharpness": report["summary"]["runtime"]["sharpness"]}
+    reference_summary = json.loads((work / "val-exact-int8" / "report.json").read_text())["summary"]["reference"]
+    info = machine()
+    lines = ["| IR | validate | PSNR mean / worst (dB) | SSIM | sharpness | flicker | decode s / video | s / video |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| *exact PyTorch fp32 (reference)* | | | | {reference_summary['sharpness']:.1f} | {reference_summary['flicker']:.3f} | | |"]
+    for label, row in rows.items():
+        verdict = "PASS" if row["pass"] else "FAIL (" + ", ".join(row["failed"]).replace("|", "\\|") + ")"
+        lines.append(f"| {label} | {verdict} | {row['psnr_mean']:.1f} / {row['psnr_worst']:.1f} | {row['ssim_mean']:.3f} | "
+                     f"{row['sharpness']:.1f} | {row['flicker']:.3f} | {row['decode_s']:.2f} | {row['video_s']:.2f} |")
+    trained = json.loads((Path(decoder) / "training.json").read_text()) if (Path(decoder) / "training.json").is_file() else {}
+    markdown = "\n".join([
+        "# svd-mini with its tiny decoder (`--vae-decoder`) against its temporal decoder", "",
+        f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); `svdtool validate` against the exact PyTorch fp32 run "
+        "(25 Euler steps, 128x128x8) on the 5 held-out photos (bench/heldout), default thresholds. Tiny decoder: "
+        f"`{Path(decoder).name}`" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
+        "", *lines, "",
+        f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --minutes 40 "
+        f"--pool-clips 384`, then `python bench/tiny_decoder.py quality WORK {Path(decoder).name}`", ""])
+    save("tiny_decoder_mini", {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
+                               "reference": reference_summary, "irs": rows}, markdown)
+
+
+def main() -> None:
+    usage(__doc__)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["speed", "quality"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("name")
+    parser.add_argument("--decoder")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--height", type=int, default=576)
+    parser.add_argument("--width", type=int, default=1024)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if args.mode == "speed":
+        speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width)
+    else:
+        quality(args.folder, args.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A tiny VAE decoder that replaces a pipeline's temporal one at export (`--vae-decoder`): a diffusers `AutoencoderTiny`
+folder or Hub id (TAESD's architecture: `madebyollin/taesd` decodes the Stable Diffusion latents SVD's VAE encoder
+makes; `svdtool.models.tiny_decoder` trains one for another latent space, such as svd-mini's). It decodes frame by
+frame from latents in diffusion space, at a fraction of the temporal decoder's cost; approximate: check with validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from svdtool.errors import SvdtoolError
+
+TINY_CLASS = "AutoencoderTiny"
+
+
+def check_decoder_spec(spec: str) -> str:
+    """Without loading weights: an absolute local AutoencoderTiny folder, or a Hub id as given; one-line error otherwise."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        config = path / "config.json"
+        if not config.is_file():
+            raise SvdtoolError(f"--vae-decoder {spec}: give a diffusers AutoencoderTiny folder (with config.json) or a Hub id")
+        try:
+            found = json.loads(config.read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise SvdtoolError(f"--vae-decoder {spec}: config.json is not readable JSON ({exc})") from exc
+        if found != TINY_CLASS:
+            raise SvdtoolError(f"--vae-decoder {spec} holds a {found or 'model of no class'}, not an {TINY_CLASS} (TAESD's architecture)")
+        return str(path.resolve())
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return spec
+    raise SvdtoolError(f"--vae-decoder {spec} does not exist: give a local AutoencoderTiny folder or a Hub id like madebyollin/taesd")
+
+
+def decoder_config(spec: str) -> dict[str, Any]:
+    """The tiny decoder's config (read without loading weights; a Hub id downloads config.json only)."""
+    from diffusers import AutoencoderTiny
+
+    try:
+        return dict(AutoencoderTiny.load_config(spec))
+    except Exception as exc:  # local and Hub failures come as many types; the user needs the first line
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SvdtoolError(f"could not read the config of --vae-decoder {spec}: {first_line}") from exc
+
+
+def check_decoder_fits(spec: str, vae_config: dict[str, Any]) -> None:
+    """The tiny decoder must take the pipeline VAE's latents (same channel count) and upscale them as much as the VAE
+    downscales; one-line error otherwise."""
+    config = decoder_config(spec)
+    channels, wanted = config.get("latent_channels", 4), vae_config["latent_channels"]
+    if channels != wanted:
+        raise SvdtoolError(f"--vae-decoder {spec} decodes {channels}-channel latents, but this pipeline's VAE makes {wanted}: "
+                           "give a tiny decoder trained for this latent space (python -m svdtool.models.tiny_decoder)")
+    upscale = config.get("upsampling_scaling_factor", 2) ** (len(config.get("decoder_block_out_channels", (64,) * 4)) - 1)
+    downscale = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    if upscale != downscale:
+        raise SvdtoolError(f"--vae-decoder {spec} upscales latents {upscale}x, but this pipeline's VAE downscales frames {downscale}x")
+
+
+def load_tiny_decoder(spec: str):
+    from diffusers import AutoencoderTiny
+
+    try:
+        return AutoencoderTiny.from_pretrained(spec).eval()
+    except Exception as exc:  # see decoder_config
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SvdtoolError(f"could not load --vae-decoder {spec}: {first_line}") from exc
+
+
+def describe_decoder(spec: str, scale: float) -> dict[str, Any]:
+    """The manifest's record: where the tiny decoder came from, its weights' sha256 (a local folder) and the latent
+    scale baked into its IR."""
+    from svdtool.outputs import sha256_file
+
+    info: dict[str, Any] = {"name": "tiny", "class": TINY_CLASS, "ref": spec, "latent_scale": scale,
+                            "why": "decodes frame by frame at a fraction of the temporal decoder's cost; approximate"}
+    path = Path(spec)
+    if path.is_dir():
+        info["sha256"] = {file.name: sha256_file(file) for file in sorted(path.glob("*.safetensors"))}
+    return info

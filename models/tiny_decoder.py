@@ -1,0 +1,169 @@
+"""Distil a pipeline's temporal VAE decoder into a tiny per-frame decoder (TAESD's architecture) for `--vae-decoder`.
+
+    python -m svdtool.models.tiny_decoder --teacher models/mini --out mini-taesd/ --minutes 30 [--state .tiny/]
+
+TAESD (Bohan 2023) decodes Stable Diffusion's latents — the latent space SVD's VAE encoder shares — with a network a
+tenth of the VAE decoder's cost; diffusers' `AutoencoderTiny` is its architecture and loader, and
+`madebyollin/taesd` its weights for SD's latents. svd-mini has a latent space of its own (32 channels), so its tiny
+decoder is trained here: clips rendered as svd-mini's training renders them are encoded by the teacher's VAE
+(`latent_dist.sample()`, as the UNet's training latents are) and decoded by the teacher's temporal decoder; the tiny
+decoder learns the teacher's frames (L1 + MSE), frame by frame, from the latents in diffusion space (× the teacher's
+scaling factor), as TAESD takes SD's. A pool of clips is encoded and decoded once per call, so each step costs only
+the tiny decoder. Runs on a GPU or, slowly, on a CPU (bf16 autocast where it has AMX or AVX512-BF16).
+
+Written by hand: TAESD's training code is not published and diffusers has no AutoencoderTiny training example.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import typer
+from diffusers import AutoencoderKLTemporalDecoder, AutoencoderTiny
+
+from .train_mini import _train, optimizer_for, require_pipeline
+from .training_data import clip_batches
+
+app = typer.Typer(add_completion=False)
+
+
+def new_tiny_decoder(latent_channels: int) -> AutoencoderTiny:
+    """TAESD's architecture (diffusers' defaults) for `latent_channels` latents, taking latents in diffusion space
+    (scaling factor 1, as madebyollin/taesd)."""
+    return AutoencoderTiny(latent_channels=latent_channels, scaling_factor=1.0)
+
+
+def compiled_teacher(vae: AutoencoderKLTemporalDecoder, latent_channels: int):
+    """The teacher's VAE encoder and temporal decoder compiled by OpenVINO for this CPU (the exported components'
+    wrappers): on a 2-core CPU they encode and decode a pool about five times faster than PyTorch does."""
+    import warnings
+
+    import openvino as ov
+
+    from svdtool.convert.wrappers import VaeDecoderWrapper, VaeEncoderWrapper
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # diffusers' shape checks, traced as constants
+    core = ov.Core()
+    encoder = core.compile_model(ov.convert_model(VaeEncoderWrapper(vae), example_input=(torch.zeros(1, 3, 128, 128),),
+                                                  input=[("sample", [-1, 3, -1, -1])]), "CPU")
+    decoder = core.compile_model(ov.convert_model(VaeDecoderWrapper(vae), example_input=(torch.zeros(8, latent_channels, 16, 16),),
+                                                  input=[("latent_sample", [-1, latent_channels, -1, -1])]), "CPU")
+    return encoder, decoder
+
+
+@torch.no_grad()
+def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device: str, workers: int, autocast) -> dict:
+    """`clips` rendered clips as (latents in diffusion space, the teacher's decoded frames as uint8), frame by frame;
+    on a CPU the teacher runs on OpenVINO (`compiled_teacher`)."""
+    latents, frames = [], []
+    scaling_factor, channels = float(vae.config.scaling_factor), int(vae.config.latent_channels)
+    if device == "cpu":
+        encoder, decoder = compiled_teacher(vae, channels)
+    stream = clip_batches(min(16, clips), seed, device, workers, "zoom")
+    generator = torch.Generator(device).manual_seed(seed)
+    while sum(len(part) for part in latents) < clips * 8:
+        batch = next(stream)[0]
+        num_frames = batch.shape[1]
+        if device == "cpu":
+            mean, logvar = torch.from_numpy(encoder(batch.flatten(0, 1).numpy())[0]).chunk(2, dim=1)
+            encoded = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+            decoded = torch.cat([torch.from_numpy(decoder(clip.numpy())[0]) for clip in encoded.split(num_frames)])
+        else:
+            with autocast:
+                encoded = vae.encode(batch.flatten(0, 1)).latent_dist.sample(generator)
+                decoded = vae.decode(encoded, num_frames=num_frames).sample
+        latents.append((encoded * scaling_factor).to(torch.bfloat16))
+        frames.append(((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    del stream
+    return {"latents": torch.cat(latents)[:clips * 8], "frames": torch.cat(frames)[:clips * 8]}
+
+
+def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator) -> torch.Tensor:
+    index = torch.randint(0, len(pool["frames"]), (batch,), generator=generator, device=pool["frames"].device)
+    target = pool["frames"][index].float() / 127.5 - 1
+    decoded = tiny.decode(pool["latents"][index].float()).sample.float()
+    return (decoded - target).abs().mean() + ((decoded - target) ** 2).mean()
+
+
+def save_decoder(tiny: AutoencoderTiny, folder: Path, record: dict) -> None:
+    """The tiny model as a diffusers folder (fp32: it is small) with its training record, written beside `folder` and
+    renamed into place."""
+    from svdtool.outputs import file_inventory
+
+    partial = folder.with_name(folder.name + ".partial")
+    tiny.save_pretrained(partial, safe_serialization=True)
+    (partial / "training.json").write_text(json.dumps({**record, "files": file_inventory(partial)}, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+
+
+@app.command()
+def main(
+    teacher: Path = typer.Option(..., exists=True, file_okay=False, help="the pipeline whose VAE decoder is distilled"),
+    out: Path = typer.Option(..., help="folder for the tiny decoder (an AutoencoderTiny folder, with training.json)"),
+    state: Path = typer.Option(Path(".tiny-decoder"), help="state to resume from and save to"),
+    minutes: float = typer.Option(30.0, min=0.0),
+    batch: int = typer.Option(32, min=1, help="frames per step"),
+    lr: float = typer.Option(1e-3),
+    anneal: bool = typer.Option(True, help="decay the learning rate linearly to 0 over --minutes"),
+    pool_clips: int = typer.Option(512, min=1, help="clips (x8 frames) encoded and decoded once per call"),
+    workers: int = typer.Option(2, min=0, help="CPU processes rendering clips"),
+) -> None:
+    require_pipeline(teacher, "--teacher")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
+    checkpoint = state / "state.pt"
+    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
+    tiny = new_tiny_decoder(int(vae.config.latent_channels))
+    steps, log, runs = {"decoder": 0}, [], []
+    if saved:
+        tiny.load_state_dict(saved["tiny"])
+        steps, log, runs = saved["steps"], saved["log"], saved["runs"]
+    tiny.to(device).train()
+    tiny.encoder.requires_grad_(False)  # only the decoder is used (--vae-decoder); the encoder stays as built
+    parameters = list(tiny.decoder.parameters())
+    optimizer = optimizer_for(parameters, lr, 0.0, device)
+    if saved:
+        optimizer.load_state_dict(saved["optimizer"])
+    bf16 = device == "cuda" or torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
+    start = time.time()
+    pool = build_pool(vae, pool_clips, 9_000_000 + steps["decoder"] * 7919, device, workers, autocast)
+    print(f"pooled {pool_clips} clips in {time.time() - start:.0f} s; resumed at step {steps['decoder']}", flush=True)
+    del vae
+    generator = torch.Generator(device).manual_seed(steps["decoder"])
+    first = steps["decoder"]
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator), parameters, optimizer, None, iter(int, 1), minutes,
+           "decoder", steps, log, autocast, anneal=anneal)
+    runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
+                f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
+                f"{', lr decayed linearly to 0' if anneal else ''}")
+    state.mkdir(parents=True, exist_ok=True)
+    torch.save({"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs},
+               checkpoint)
+    save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, torch.cuda.get_device_name() if device == "cuda" else "cpu"))
+    print(f"saved {out} after steps {steps}", flush=True)
+
+
+def _cpu_has_bf16() -> bool:
+    from svdtool.cpu import cpu_info
+
+    return bool({"AMX-BF16", "AVX512-BF16"} & set(cpu_info()["isa"]))
+
+
+def training_record(teacher: Path, steps: dict, runs: list[str], device: str) -> dict:
+    from svdtool.outputs import library_versions
+
+    return {"model": "tiny VAE decoder (AutoencoderTiny)", "teacher": teacher.name, "trained_on": device, "steps": steps,
+            "objective": "the teacher's temporal decoder's frames from its encoder's latents (diffusion space), L1 + MSE",
+            "versions": library_versions(), "runs": runs}
+
+
+if __name__ == "__main__":
+    app()

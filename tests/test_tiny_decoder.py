@@ -1,0 +1,111 @@
+"""`--vae-decoder`: a tiny decoder (AutoencoderTiny, TAESD's architecture) replaces the temporal VAE decoder at export,
+taking the pipeline's latents at the scale it was trained on; `svdtool.models.tiny_decoder` trains one for a pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from diffusers import AutoencoderTiny
+from typer.testing import CliRunner
+
+from svdtool.cli import app
+from svdtool.models import component_config, resolve_source
+from svdtool.models.tiny_decoder import app as train_app
+
+runner = CliRunner()
+
+
+def small_tiny_decoder(folder, latent_channels: int = 4, levels: int = 4) -> AutoencoderTiny:
+    tiny = AutoencoderTiny(latent_channels=latent_channels, encoder_block_out_channels=(16,) * levels,
+                           decoder_block_out_channels=(16,) * levels, num_encoder_blocks=(1,) * levels,
+                           num_decoder_blocks=(1,) * levels, scaling_factor=1.0)
+    tiny.save_pretrained(folder)
+    return tiny.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_ir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tinydec")
+    tiny = small_tiny_decoder(folder / "decoder")
+    result = runner.invoke(app, ["export", "tiny", "-o", str(folder / "ir"), "--vae-decoder", str(folder / "decoder")])
+    assert result.exit_code == 0, result.output
+    return tiny, folder / "ir"
+
+
+def test_the_ir_decodes_as_the_tiny_model_does_at_the_vaes_latent_scale(tiny_decoder_ir):
+    tiny, ir = tiny_decoder_ir
+    vae_config = component_config(resolve_source("tiny"), "vae")
+    manifest = json.loads((ir / "svdtool.json").read_text())
+    record = manifest["vae_decoder"]
+    assert record["name"] == "tiny" and record["latent_scale"] == pytest.approx(vae_config["scaling_factor"])
+    assert set(record["sha256"]) == {"diffusion_pytorch_model.safetensors"}
+    compiled = ov.Core().compile_model(ir / "vae_decoder" / "openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    latents = torch.randn(3, vae_config["latent_channels"], 8, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = tiny.decode(latents * vae_config["scaling_factor"]).sample.numpy()
+    decoded = compiled(latents.numpy())[0]
+    assert decoded.shape == (3, 3, 64, 96)
+    assert np.abs(decoded - expected).max() < 2e-3  # fp16 weights
+
+
+def test_generate_runs_the_tiny_decoder_and_says_so(tiny_decoder_ir, image_file, tmp_path):
+    _, ir = tiny_decoder_ir
+    out = tmp_path / "video.gif"
+    result = runner.invoke(app, ["generate", "-m", str(ir), "-i", str(image_file), "-o", str(out), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and json.loads((tmp_path / "video.gif.json").read_text())["runtime"]["vae_decoder"] == "tiny"
+    from svdtool.push import model_card
+
+    assert "- VAE decoder: **tiny** (AutoencoderTiny" in model_card(json.loads((ir / "svdtool.json").read_text()), "me/tiny-taesd")
+
+
+@pytest.mark.slow  # quantize's calibration (~45 s): `pytest -m slow`; bench/tiny_decoder.py quality quantizes one too
+def test_quantize_keeps_the_tiny_decoder(tiny_decoder_ir, image_file, calib_dir, tmp_path):
+    _, ir = tiny_decoder_ir
+    result = runner.invoke(app, ["quantize", str(ir), "--calib", str(calib_dir), "-o", str(tmp_path / "int8"), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "int8" / "svdtool.json").read_text())["vae_decoder"]["name"] == "tiny"
+    result = runner.invoke(app, ["generate", "-m", str(tmp_path / "int8"), "-i", str(image_file), "-o", str(tmp_path / "v.gif"),
+                                 "--steps", "2"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("case, message", [
+    ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4"),
+    ("upscale", "upscales latents 4x, but this pipeline's VAE downscales frames 8x"),
+    ("missing", "does not exist"),
+    ("not-tiny", "not an AutoencoderTiny"),
+])
+def test_a_decoder_that_does_not_fit_is_refused_before_export(case, message, tmp_path):
+    folder = tmp_path / "decoder"
+    if case == "channels":
+        small_tiny_decoder(folder, latent_channels=8)
+    elif case == "upscale":
+        small_tiny_decoder(folder, levels=3)
+    elif case == "not-tiny":
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"_class_name": "UNetSpatioTemporalConditionModel"}))
+    result = runner.invoke(app, ["export", "tiny", "-o", str(tmp_path / "ir"), "--vae-decoder", str(folder)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "ir").exists()
+
+
+@pytest.mark.slow  # renders and encodes clips twice (~35 s): `pytest -m slow`
+def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path):
+    teacher = tmp_path / "teacher"
+    tiny_torch.save_pretrained(teacher)
+    out, state = tmp_path / "decoder", tmp_path / "state"
+    arguments = ["--teacher", str(teacher), "--out", str(out), "--state", str(state), "--minutes", "0.01", "--batch", "2",
+                 "--pool-clips", "2", "--workers", "0"]
+    steps = []
+    for _ in range(2):
+        result = runner.invoke(train_app, arguments)
+        assert result.exit_code == 0, result.output
+        steps.append(json.loads((out / "training.json").read_text())["steps"]["decoder"])
+    assert 0 < steps[0] < steps[1]
+    result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(out)])
+    assert result.exit_code == 0, result.output
