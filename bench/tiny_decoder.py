@@ -134,8 +134,9 @@ def quality(work: Path, decoder: str) -> None:
         "(25 Euler steps, 128x128x8) on the 5 held-out photos (bench/heldout), default thresholds. Tiny decoder: "
         f"`{Path(decoder).name}`" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
         "", *lines, "",
-        f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --minutes 40 "
-        f"--pool-clips 384`, then `python bench/tiny_decoder.py quality WORK {Path(decoder).name}`", ""])
+        f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --state STATE "
+        "--minutes M --pool-clips N` once per run named above (the state carries over), then "
+        f"`python bench/tiny_decoder.py quality WORK {Path(decoder).name}`", ""])
     save("tiny_decoder_mini", {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
                                "reference": reference_summary, "irs": rows}, markdown)
 
