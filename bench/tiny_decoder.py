@@ -58,11 +58,11 @@ def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path) -> Path:
 
     from svdtool.convert.export import _convert, _save_component
     from svdtool.convert.wrappers import ExportShape
-    from svdtool.models.decoders import load_tiny_decoder
+    from svdtool.models.decoders import latent_scale, load_tiny_decoder
 
     tiny = load_tiny_decoder(spec) if spec else AutoencoderTiny(latent_channels=vae_config["latent_channels"], scaling_factor=1.0)
-    scale = float(vae_config["scaling_factor"]) / float(tiny.config.scaling_factor)
-    model = _convert("vae_decoder", tiny.eval(), ExportShape(64, 64, 2), vae_config, "openvino", folder, scale=scale)
+    model = _convert("vae_decoder", tiny.eval(), ExportShape(64, 64, 2), vae_config, "openvino", folder,
+                     scale=latent_scale(tiny, vae_config))
     _save_component(folder / "tiny", model, vae_config, "fp16")
     return folder / "tiny" / "openvino_model.xml"
 

@@ -17,7 +17,7 @@ from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS
 from svdtool.models import SAMPLERS, Source, component_config, generation_defaults, load_component, resolve_source
-from svdtool.models.decoders import check_decoder_fits, check_decoder_spec, decoder_config, describe_decoder, load_tiny_decoder
+from svdtool.models.decoders import check_decoder_fits, check_decoder_spec, describe_decoder, latent_scale, load_tiny_decoder
 from svdtool.outputs import atomic_output_dir, write_manifest
 
 from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
@@ -126,10 +126,10 @@ def export(
                     folded = fold_cross_attention(module) if cross_attention == "folded" else 0
                     downsampled = downsample_top_level_keys(module, kv_downsample)
                 if name == "vae_decoder" and vae_decoder is not None:
-                    tiny_record = describe_decoder(vae_decoder, float(config["scaling_factor"]) / float(
-                        decoder_config(vae_decoder).get("scaling_factor", 1.0)))
-                    ov_model = _convert(name, load_tiny_decoder(vae_decoder), trace_shape, config, via, tmp,
-                                        scale=tiny_record["latent_scale"])
+                    tiny = load_tiny_decoder(vae_decoder)
+                    tiny_record = describe_decoder(vae_decoder, latent_scale(tiny, config))
+                    ov_model = _convert(name, tiny, trace_shape, config, via, tmp, scale=tiny_record["latent_scale"])
+                    del tiny
                 else:
                     ov_model = _convert(name, module, trace_shape, config, via, tmp)
                 if name == "unet":

@@ -68,6 +68,11 @@ def load_tiny_decoder(spec: str):
         raise SvdtoolError(f"could not load --vae-decoder {spec}: {first_line}") from exc
 
 
+def latent_scale(tiny, vae_config: dict[str, Any]) -> float:
+    """What the pipeline's latents (divided by its VAE's scaling factor) are multiplied by to be the tiny decoder's."""
+    return float(vae_config["scaling_factor"]) / float(tiny.config.scaling_factor)
+
+
 def describe_decoder(spec: str, scale: float) -> dict[str, Any]:
     """The manifest's record: where the tiny decoder came from, its weights' sha256 (a local folder) and the latent
     scale baked into its IR."""

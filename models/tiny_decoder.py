@@ -16,8 +16,8 @@ Written by hand: TAESD's training code is not published and diffusers has no Aut
 
 from __future__ import annotations
 
+import itertools
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -92,14 +92,11 @@ def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch
 def save_decoder(tiny: AutoencoderTiny, folder: Path, record: dict) -> None:
     """The tiny model as a diffusers folder (fp32: it is small) with its training record, written beside `folder` and
     renamed into place."""
-    from svdtool.outputs import file_inventory
+    from svdtool.outputs import atomic_output_dir, file_inventory
 
-    partial = folder.with_name(folder.name + ".partial")
-    tiny.save_pretrained(partial, safe_serialization=True)
-    (partial / "training.json").write_text(json.dumps({**record, "files": file_inventory(partial)}, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    with atomic_output_dir(folder, overwrite=True) as tmp:
+        tiny.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps({**record, "files": file_inventory(tmp)}, indent=2))
 
 
 @app.command()
@@ -139,7 +136,7 @@ def main(
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator), parameters, optimizer, None, iter(int, 1), minutes,
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator), parameters, optimizer, None, itertools.repeat(None), minutes,
            "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"

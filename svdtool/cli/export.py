@@ -60,11 +60,6 @@ def export(
         if not static and any(v is not None for v in (height, width, frames)):
             raise SvdtoolError("--height/--width/--frames need --static (a dynamic IR takes any shape at run time)")
         resolved = resolve_source(source, variant, revision, unet=unet, sampler=sampler)
-        if vae_decoder is not None:
-            from svdtool.models import component_config
-            from svdtool.models.decoders import check_decoder_fits, check_decoder_spec
-
-            check_decoder_fits(check_decoder_spec(vae_decoder), component_config(resolved, "vae"))
         shape = None
         if static:
             defaults = generation_defaults(resolved)
