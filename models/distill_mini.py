@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -89,11 +88,10 @@ def distillation_loss(models: dict, sigmas: torch.Tensor, guidance: torch.Tensor
 
 def save_student(target: torch.nn.Module, folder: Path) -> None:
     """The target network's UNet as a diffusers folder in fp16, written next to `folder` and renamed into place."""
-    partial = folder.with_name(folder.name + ".partial")
-    copy.deepcopy(target).half().save_pretrained(partial, safe_serialization=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    from svdtool.outputs import atomic_output_dir
+
+    with atomic_output_dir(folder, overwrite=True) as tmp:
+        copy.deepcopy(target).half().save_pretrained(tmp, safe_serialization=True)
 
 
 @app.command()
