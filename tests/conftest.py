@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from svdtool.convert import export  # noqa: E402
 from svdtool.models import load_pipeline  # noqa: E402
-from svdtool.quantize import quantize  # noqa: E402
+from svdtool.quantize import QuantizeOptions, quantize  # noqa: E402
 from svdtool.runtime import GenerationSettings  # noqa: E402
 
 FAST = GenerationSettings(num_inference_steps=2, num_frames=4)  # calibration settings small enough for tests
@@ -83,6 +83,14 @@ def calib_dir(tmp_path_factory):
 def int8_dir(tiny_ir_fp16, calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "int8"
     quantize(tiny_ir_fp16, out, str(calib_dir), samples=8, calib_settings=FAST)
+    return out
+
+
+@pytest.fixture(scope="session")
+def w8_dir(tiny_ir_fp16, calib_dir, tmp_path_factory):
+    """tiny quantized weight-only (w8): no calibration run, so two samples do (test_quantize, test_push)."""
+    out = tmp_path_factory.mktemp("w8") / "tiny-w8"
+    quantize(tiny_ir_fp16, out, str(calib_dir), options=QuantizeOptions(mode="w8"), samples=2, calib_settings=FAST)
     return out
 
 

@@ -14,19 +14,6 @@ from hub_server import LocalHub
 from svdtool.errors import SvdtoolError
 from svdtool.push import model_card, push
 from svdtool.outputs import read_manifest
-from svdtool.quantize import QuantizeOptions, quantize
-from svdtool.runtime import GenerationSettings
-
-
-@pytest.fixture(scope="module")
-def w8_dir(tiny_ir_fp16, image_file, tmp_path_factory):
-    calib = tmp_path_factory.mktemp("calib")
-    for index in range(3):
-        shutil.copy(image_file, calib / f"{index}.png")
-    out = tmp_path_factory.mktemp("w8") / "tiny-w8"
-    quantize(tiny_ir_fp16, out, str(calib), options=QuantizeOptions(mode="w8"), samples=2,
-             calib_settings=GenerationSettings(num_inference_steps=2))
-    return out
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from conftest import FAST, synthetic_images
 from svdtool.cli import app
 from svdtool.errors import SvdtoolError
+from svdtool.outputs import read_manifest
 from svdtool.quantize import QuantizeOptions, load_calibration_images, quantize
 from svdtool.runtime import generate, load_image, load_ov_pipeline
 
@@ -59,12 +60,20 @@ def test_int8_folder_generates(int8_dir, image_file):
     assert frames.shape == (4, 64, 64, 3) and frames.std() > 0
 
 
-@pytest.mark.parametrize("mode,unet_class", [  # hybrid and w4 (about 50 and 35 s): `pytest -m slow`
-    pytest.param("hybrid", "int8", marks=pytest.mark.slow), ("w8", "int8-weights"),
-    pytest.param("w4", "int4-weights", marks=pytest.mark.slow)])
+@pytest.mark.slow  # about 50 and 35 s: `pytest -m slow`; w8 runs by default (below)
+@pytest.mark.parametrize("mode,unet_class", [("hybrid", "int8"), ("w4", "int4-weights")])
 def test_other_modes(tiny_ir_fp16, calib_dir, tmp_path, image_file, mode, unet_class):
-    manifest = quantize(tiny_ir_fp16, tmp_path / mode, str(calib_dir), options=QuantizeOptions(mode=mode), samples=4,
-                        calib_settings=FAST)
+    quantize(tiny_ir_fp16, tmp_path / mode, str(calib_dir), options=QuantizeOptions(mode=mode), samples=4, calib_settings=FAST)
+    check_mode(tmp_path / mode, mode, unet_class, image_file)
+
+
+def test_w8_mode(w8_dir, image_file):
+    check_mode(w8_dir, "w8", "int8-weights", image_file)
+
+
+def check_mode(folder, mode: str, unet_class: str, image_file) -> None:
+    """The quantized UNet executes in `unet_class`, is smaller, and the folder generates."""
+    manifest = read_manifest(folder)
     unet = manifest["quantization"]["components"]["unet"]
     executed = unet["fusion"]["executed"]
     assert any(counts.get(unet_class, 0) > 0 for counts in executed.values()), executed
@@ -74,7 +83,7 @@ def test_other_modes(tiny_ir_fp16, calib_dir, tmp_path, image_file, mode, unet_c
     if mode == "hybrid":  # convolutions int8; attention and linear layers int8 weights on float activations
         assert executed["Convolution"].get("int8", 0) > 0
         assert executed["FullyConnected"].get("int8-weights", 0) > executed["FullyConnected"].get("int8", 0)
-    pipeline, _ = load_ov_pipeline(tmp_path / mode)
+    pipeline, _ = load_ov_pipeline(folder)
     assert generate(pipeline, load_image(image_file), FAST.resolved(manifest["generation_defaults"]), show_progress=False).frames.std() > 0
 
 

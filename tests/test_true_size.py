@@ -39,13 +39,16 @@ def tiny_unet() -> torch.nn.Module:
 
 
 def test_folded_cross_attention_is_exact(tiny_unet):
-    """Softmax over the one image token is 1: the folded UNet gives diffusers' output bit for bit (and folds every attn2)."""
+    """Softmax over the one image token is 1: the folded UNet gives diffusers' output to float32 rounding (and folds every
+    attn2). Not bit for bit on every CPU: on a Zen 4 half the outputs differ in their last bits (at most 2.1e-6, of
+    values up to 2.3), as the two graphs' matmuls take other kernels; a wrong fold differs by orders of magnitude more."""
     folded = copy.deepcopy(tiny_unet)
     count = fold_cross_attention(folded)
     attn2 = [name for name, _ in tiny_unet.named_modules() if name.endswith("attn2")]
     assert count == len(attn2) > 0
     with torch.no_grad():
-        assert torch.equal(folded(*unet_inputs(folded)).sample, tiny_unet(*unet_inputs(tiny_unet)).sample)
+        expected = tiny_unet(*unet_inputs(tiny_unet)).sample
+        assert torch.allclose(folded(*unet_inputs(folded)).sample, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fold_falls_back_for_a_context_of_several_tokens(tiny_unet):
@@ -78,11 +81,11 @@ def test_downsampled_keys_processor_at_factor_one_is_diffusers_attention(tiny_un
 
 
 @pytest.fixture(scope="module")
-def tiny_folders(tmp_path_factory):
+def tiny_folders(tmp_path_factory, tiny_ir_fp32):
+    """The same IR with cross-attention unfolded, folded (the default: the session's fp32 IR) and with ToDo x2."""
     root = tmp_path_factory.mktemp("attention")
-    folders = {"full": root / "full", "folded": root / "folded", "todo": root / "todo"}
+    folders = {"full": root / "full", "folded": tiny_ir_fp32, "todo": root / "todo"}
     export("tiny", folders["full"], weights="fp32", cross_attention="full")
-    export("tiny", folders["folded"], weights="fp32")
     export("tiny", folders["todo"], weights="fp32", kv_downsample=2)
     return folders
 
