@@ -30,7 +30,8 @@ import typer
 from diffusers import StableVideoDiffusionPipeline
 
 from .samplers import CONSISTENCY_CONFIG, SVDConsistencyScheduler
-from .train_mini import CONDITION_DROP, _train, conditioning, denoise, optimizer_for, require_pipeline
+from .train_mini import (CONDITION_DROP, _train, conditioning, denoise, optimizer_for, read_state, require_pipeline,
+                         write_state)
 from .training_data import LatentPool, build_pool
 
 HUBER_C = 0.001  # LCM's pseudo-Huber constant
@@ -108,14 +109,13 @@ def main(
     max_guidance: float = typer.Option(2.5, help="the teacher's guidance ramp, 1.0 -> this over the frames (svd-mini's own)"),
 ) -> None:
     require_pipeline(teacher, "--teacher")
+    saved = read_state(state, ("student", "target", "optimizer", "steps", "log", "runs"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     pipeline = StableVideoDiffusionPipeline.from_pretrained(teacher, torch_dtype=torch.float32)
     scaling_factor = float(pipeline.vae.config.scaling_factor)
     models = {"teacher": pipeline.unet, "student": copy.deepcopy(pipeline.unet), "target": copy.deepcopy(pipeline.unet),
               "image_encoder": pipeline.image_encoder, "vae": pipeline.vae}
-    checkpoint = state / "state.pt"
-    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     steps, log, runs = {"distill": 0}, [], []
     if saved:
         models["student"].load_state_dict(saved["student"])
@@ -145,9 +145,8 @@ def main(
                 f"of {pool_clips:,}, motion=zoom), target EMA {TARGET_DECAY}, teacher guidance 1.0 -> {max_guidance:g}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
 
-    state.mkdir(parents=True, exist_ok=True)
-    torch.save({"student": student.state_dict(), "target": models["target"].state_dict(), "optimizer": optimizer.state_dict(),
-                "steps": steps, "log": log, "runs": runs}, checkpoint)
+    write_state(state, {"student": student.state_dict(), "target": models["target"].state_dict(),
+                        "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs})
     out.mkdir(parents=True, exist_ok=True)
     save_student(models["target"].cpu(), out / "unet")
     (out / "loss.json").write_text(json.dumps(log))

@@ -25,7 +25,7 @@ import torch
 import typer
 from diffusers import AutoencoderKLTemporalDecoder, AutoencoderTiny
 
-from .train_mini import _train, optimizer_for, require_pipeline
+from .train_mini import _train, optimizer_for, read_state, require_pipeline, write_state
 from .training_data import clip_batches
 
 app = typer.Typer(add_completion=False)
@@ -112,10 +112,9 @@ def main(
     workers: int = typer.Option(2, min=0, help="CPU processes rendering clips"),
 ) -> None:
     require_pipeline(teacher, "--teacher")
+    saved = read_state(state, ("tiny", "optimizer", "steps", "log", "runs"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
-    checkpoint = state / "state.pt"
-    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
     tiny = new_tiny_decoder(int(vae.config.latent_channels))
     steps, log, runs = {"decoder": 0}, [], []
     if saved:
@@ -141,9 +140,7 @@ def main(
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
-    state.mkdir(parents=True, exist_ok=True)
-    torch.save({"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs},
-               checkpoint)
+    write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs})
     save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, torch.cuda.get_device_name() if device == "cuda" else "cpu"))
     print(f"saved {out} after steps {steps}", flush=True)
 

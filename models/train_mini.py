@@ -347,6 +347,23 @@ def require_pipeline(folder: Path, option: str) -> None:
         raise typer.BadParameter(f"{option} {folder} is not a saved pipeline (no {missing[0]})")
 
 
+def read_state(state: Path, keys: tuple[str, ...]) -> dict | None:
+    """The training state saved in `state`/state.pt (None when there is none); a one-line error, before anything loads,
+    when the file is damaged (a run killed while saving) or another trainer's."""
+    checkpoint = state / "state.pt"
+    if not checkpoint.is_file():
+        return None
+    try:
+        saved = torch.load(checkpoint, map_location="cpu")
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a damaged file
+        raise typer.BadParameter(f"--state {state}: state.pt cannot be read ({type(exc).__name__}: damaged or not a "
+                                 f"training state); move it away to start afresh") from exc
+    missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise typer.BadParameter(f"--state {state}: state.pt is not this trainer's (no {missing[0]!r}); give another --state folder")
+    return saved
+
+
 def new_vae_widths(vae_channels: str | None, resuming: bool, init: Path | None) -> tuple[int, ...] | None:
     """--vae-channels as block_out_channels, checked before anything loads: a new model's, or `init`'s VAE widened
     (each block's width kept or doubled)."""
@@ -442,7 +459,7 @@ def main(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    saved = torch.load(checkpoint, map_location="cpu") if checkpoint.is_file() else None
+    saved = read_state(state, ("models", "steps", "log", "scaling_factor"))
     latent_channels, vae_shape = saved_vae_shape(saved, init, latent_channels)
     widened_from = tuple(vae_shape["block_out_channels"]) if init and vae_widths else None
     if vae_widths:
@@ -572,13 +589,21 @@ def main(
 def save_state(checkpoint: Path, models: dict, log: list, steps: dict, scaling_factor: float | None, latent_channels: int,
                extra: dict) -> None:
     """The full-precision state `--state` resumes from; `extra` entries that are None are left out."""
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     payload = {"models": {n: m.state_dict() for n, m in models.items()}, "log": log, "steps": steps,
                "scaling_factor": scaling_factor, "latent_channels": latent_channels,
                "vae_channels": tuple(models["vae"].config.block_out_channels),
                "vae_layers": models["vae"].config.layers_per_block,
                **{key: value for key, value in extra.items() if value is not None}}
-    torch.save(payload, checkpoint)
+    write_state(checkpoint.parent, payload)
+
+
+def write_state(state: Path, payload: dict) -> None:
+    """Save `payload` as `state`/state.pt, whole or not at all: written beside it and renamed into place, so a run
+    killed while saving keeps the state it resumed from."""
+    state.mkdir(parents=True, exist_ok=True)
+    partial = state / "state.pt.partial"
+    torch.save(payload, partial)
+    partial.replace(state / "state.pt")
 
 
 def _train(step_loss, parameters, optimizer, ema, batches, minutes: float, phase: str, steps: dict, log: list, autocast,

@@ -86,3 +86,24 @@ def test_a_run_trains_resumes_and_leaves_a_unet_that_loads(tiny_torch, tmp_path)
 
     result = runner.invoke(app, ["--teacher", str(tmp_path), "--out", str(out)])
     assert result.exit_code == 2 and "(no model_index.json)" in result.output
+
+
+@pytest.mark.parametrize("trainer", ["distill_mini", "tiny_decoder", "train_mini"])
+@pytest.mark.parametrize("damage, message", [(b"\x00 half a file", "state.pt cannot be read"),
+                                             (None, "state.pt is not this trainer's")])
+def test_a_damaged_or_foreign_state_is_refused_in_one_line(trainer, damage, message, tiny_torch, tmp_path):
+    import importlib
+
+    teacher, state = tmp_path / "teacher", tmp_path / "state"
+    tiny_torch.save_pretrained(teacher)
+    state.mkdir()
+    if damage is None:  # a whole file, of another trainer
+        torch.save({"something": "else"}, state / "state.pt")
+    else:
+        (state / "state.pt").write_bytes(damage)
+    options = {"train_mini": ["--init"], "distill_mini": ["--teacher"], "tiny_decoder": ["--teacher"]}[trainer]
+    module = importlib.import_module(f"svdtool.models.{trainer}")
+    result = CliRunner().invoke(module.app, [*options, str(teacher), "--out", str(tmp_path / "out"), "--state", str(state)])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split()) and "Traceback" not in result.output  # rich's box
+    assert not (tmp_path / "out").exists()
