@@ -1,6 +1,10 @@
 """svd-mini v2's measured goals (issue #12) for one or more pipeline folders, on photos the model never saw.
 
-python models/training/mini_goals.py NAME=FOLDER [NAME=FOLDER ...] [--out mini_goals]   (CPU, ~1 min per model)
+python models/training/mini_goals.py NAME=FOLDER [NAME=FOLDER ...] [--out mini_goals] [--pipeline FOLDER] [--max-guidance G]
+                                                                                         (CPU, ~2 min a model)
+A FOLDER is a saved pipeline, or a few-step student (`svdtool.models.distill_mini`'s output: unet/, no
+model_index.json): its UNet in --pipeline (its teacher's; default svd-mini's, models/mini) under the consistency
+sampler, at that sampler's steps and guidance (`--max-guidance` replaces a student's guidance ceiling).
 
 Held-out photos: bench/heldout/ (chelsea, coffee, china, flower, grace_hopper). 128x128, 8 frames, 25 steps,
 motion_bucket_id 127, seed 42, PyTorch fp32 on the CPU. Per model:
@@ -11,6 +15,9 @@ motion_bucket_id 127, seed 42, PyTorch fp32 on the CPU. Per model:
 - motion that moves the scene rather than melting it: the last frame warped back to frame 0 by the one affine camera
   motion that best explains its optical flow (Farneback's flow fitted robustly, refined by OpenCV's ECC, between
   consecutive frames and chained), SSIM over the part of frame 0 still in view, >= 0.7 on every photo.
+- motion rising with motion_bucket_id: the mean Farneback flow at buckets 1, 64, 127, 191, 255 (mini_evidence.py's);
+- sharpness (variance of the Laplacian) and temporal MSE, means over the photos: a student's within 20 % of the
+  teacher's (issue #46; the model named `teacher`, when one is).
 Beside them, the issue's wording of those two goals, which a perfect camera move fails: colourfulness against the
 whole input (a zoom into a photo's colourful centre raises it), and SSIM with the last frame warped back pixel by pixel
 by Farneback flow over the whole frame (the border of frame 0 leaves the view, and Farneback warps blotches onto frame
@@ -22,6 +29,7 @@ Writes bench/results/OUT.{json,md}.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +37,37 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2] / "bench")]  # these tools, and bench/common
 from common import machine, save  # noqa: E402
+from mini_evidence import BUCKETS  # noqa: E402
 from mini_vae_check import PHOTOS, check, held_out_pixels, to_uint8, worst  # noqa: E402
 
-from svdtool.models import BUILTIN_MODELS, load_pipeline  # noqa: E402
+from svdtool.models import BUILTIN_MODELS, generation_defaults, load_pipeline, resolve_source  # noqa: E402
 from svdtool.runtime import GenerationSettings, generate, load_image  # noqa: E402
 from svdtool.models.scenes import bucket_to_flow  # noqa: E402
-from svdtool.validate.metrics import colourfulness, farneback_flow, grayscale, psnr_per_frame  # noqa: E402
+from svdtool.validate.metrics import (colourfulness, farneback_flow, grayscale, psnr_per_frame, sharpness,  # noqa: E402
+                                      temporal_mse, warp_error_and_motion)
 
 SETTINGS = GenerationSettings(num_frames=8, height=128, width=128, num_inference_steps=25, decode_chunk_size=8).resolved(
     BUILTIN_MODELS["mini"].defaults)  # svd-mini's own defaults: bucket 127, guidance 1.0 -> 2.5, seed 42
 MELTING = {"blurred 2 px": {"blur": 2.0}, "smeared 2 px": {"smear": 2.0}}  # the perfect zoom melting by the last frame
-GOALS = {"vae_psnr": 26.0, "vae_colour": 0.10, "frame0_psnr": 22.0, "colour_over_time": 0.15, "warped_ssim": 0.7}
+GOALS = {"vae_psnr": 26.0, "vae_colour": 0.10, "frame0_psnr": 22.0, "colour_over_time": 0.15, "warped_ssim": 0.7,
+         "against_teacher": 0.20}
+TEACHER = "teacher"  # the model a student's sharpness and temporal MSE are held against
+
+
+def is_student(folder: Path) -> bool:
+    """A few-step student folder (distill_mini's output): a UNet and its training record, no pipeline."""
+    return (folder / "unet").is_dir() and not (folder / "model_index.json").is_file()
+
+
+def model_run(folder: str, pipeline_folder: Path, max_guidance: float | None):
+    """(pipeline, settings, VAE folder) of a saved pipeline, or of a student's UNet in `pipeline_folder` (its
+    teacher's) under the consistency sampler at that sampler's steps and guidance."""
+    if not is_student(Path(folder)):
+        return load_pipeline(folder, torch.float32), SETTINGS, Path(folder)
+    source = resolve_source(str(pipeline_folder), unet=str(Path(folder) / "unet"), sampler="consistency")
+    settings = GenerationSettings(num_frames=8, height=128, width=128, decode_chunk_size=8,
+                                  max_guidance_scale=max_guidance).resolved(generation_defaults(source))
+    return load_pipeline(source, torch.float32), settings, pipeline_folder
 
 
 def warped_last_frame_ssim(frames: np.ndarray) -> float:
@@ -191,15 +219,21 @@ def melting_scores(clips: dict[str, np.ndarray]) -> dict:
             "photos": pixelwise, "mean": round(float(np.mean(list(pixelwise.values()))), 3)}
 
 
-def measure(folder: str) -> dict:
-    vae, _ = check(Path(folder), "cpu")
-    pipeline = load_pipeline(folder, torch.float32)
+def measure(folder: str, pipeline_folder: Path, max_guidance: float | None = None) -> dict:
+    pipeline, settings, vae_folder = model_run(folder, pipeline_folder, max_guidance)
+    vae, _ = check(vae_folder, "cpu")
     inputs = {name: to_uint8(pixels) for name, pixels in held_out_pixels().items()}
     photos = {}
     for name, path in PHOTOS.items():
-        frames = generate(pipeline, load_image(path), SETTINGS, show_progress=False).frames
-        source, motions = inputs[name], camera_motions(frames)
+        image = load_image(path)
+        frames = generate(pipeline, image, settings, show_progress=False).frames
+        source, motions, gray = inputs[name], camera_motions(frames), grayscale(frames)
+        motion = {bucket: frames if bucket == settings.motion_bucket_id else generate(
+            pipeline, image, replace(settings, motion_bucket_id=bucket), show_progress=False).frames for bucket in BUCKETS}
         photos[name] = {
+            "sharpness": round(sharpness(gray), 2), "temporal_mse": round(temporal_mse(gray), 2),
+            "motion_by_bucket": {str(bucket): round(warp_error_and_motion(grayscale(video))[1], 3)
+                                 for bucket, video in motion.items()},
             "vae_psnr": vae["photos"][name]["psnr"], "vae_colour_ratio": vae["photos"][name]["colourfulness_ratio"],
             "frame0_psnr": round(float(psnr_per_frame(frames[:1], source[None])[0]), 2),
             "colour_ratio_worst": round(worst(colour_against_input(frames, source)), 3),
@@ -217,20 +251,50 @@ def measure(folder: str) -> dict:
         "warped_ssim": round(float(np.mean([r["warped_ssim"] for r in rows])), 3),
         "camera_warped_ssim": round(float(np.mean([r["camera_warped_ssim"] for r in rows])), 3),
         "camera_warped_ssim_worst": min(r["camera_warped_ssim"] for r in rows),
+        "sharpness": round(float(np.mean([r["sharpness"] for r in rows])), 2),
+        "temporal_mse": round(float(np.mean([r["temporal_mse"] for r in rows])), 2),
+        "motion_by_bucket": {str(b): round(float(np.mean([r["motion_by_bucket"][str(b)] for r in rows])), 3) for b in BUCKETS},
     }
+    means = list(summary["motion_by_bucket"].values())
     summary["met"] = {
         "vae_psnr": summary["vae_psnr"] >= GOALS["vae_psnr"],
         "vae_colour": abs(summary["vae_colour_worst"] - 1) <= GOALS["vae_colour"],
         "frame0_psnr": summary["frame0_psnr"] >= GOALS["frame0_psnr"],
         "colour_over_time": abs(summary["colour_in_view_worst"] - 1) <= GOALS["colour_over_time"],
         "warped_ssim": summary["camera_warped_ssim_worst"] >= GOALS["warped_ssim"],
+        "motion_rises": all(a < b for a, b in zip(means, means[1:])),
     }
-    return {"folder": folder, "summary": summary, "photos": photos}
+    return {"folder": folder, "sampler": "consistency" if is_student(Path(folder)) else "euler", "settings": settings.as_dict(),
+            "summary": summary, "photos": photos}
+
+
+def against_teacher(results: dict[str, dict]) -> None:
+    """Each other model's sharpness and temporal MSE relative to the teacher's (issue #46: within 20 %)."""
+    if TEACHER not in results:
+        return
+    reference = results[TEACHER]["summary"]
+    for name, result in results.items():
+        summary = result["summary"]
+        for key in ("sharpness", "temporal_mse"):
+            summary[f"{key}_vs_teacher"] = round(summary[key] / reference[key] - 1, 3)
+            summary["met"][f"{key}_vs_teacher"] = abs(summary[f"{key}_vs_teacher"]) <= GOALS["against_teacher"]
 
 
 def markdown(results: dict[str, dict], ceiling: dict, info: dict) -> str:
-    lines = [f"# svd-mini goals (issue #12), {', '.join(PHOTOS)}; 128x128x8, 25 steps, bucket 127, guidance "
-             f"1.0 -> {SETTINGS.max_guidance_scale:g}, PyTorch fp32 on {info['cpu']}", "",
+    lines = [f"# svd-mini goals (issues #12, #46), {', '.join(PHOTOS)}; 128x128x8, bucket 127, seed 42, PyTorch fp32 on "
+             f"{info['cpu']}; each model at its own steps and guidance", "",
+             "| model | sampler, steps, guidance | sharpness | temporal MSE | motion (px/frame) at buckets "
+             f"{', '.join(map(str, BUCKETS))}: rises |", "|---|---|---|---|---|"]
+    for name, result in results.items():
+        s, settings, met = result["summary"], result["settings"], result["summary"]["met"]
+        versus = {key: (f" ({s[key + '_vs_teacher']:+.0%} {'✓' if met[key + '_vs_teacher'] else '✗'})"
+                        if key + "_vs_teacher" in s and name != TEACHER else "") for key in ("sharpness", "temporal_mse")}
+        lines.append(f"| {name} | {result.get('sampler', 'euler')}, {settings['num_inference_steps']}, "
+                     f"{settings['min_guidance_scale']:g} → {settings['max_guidance_scale']:g} | {s['sharpness']}{versus['sharpness']} | "
+                     f"{s['temporal_mse']}{versus['temporal_mse']} | {', '.join(f'{v:g}' for v in s['motion_by_bucket'].values())} "
+                     f"{'✓' if met['motion_rises'] else '✗'} |")
+    lines += ["", f"A student's sharpness and temporal MSE are held against the `{TEACHER}` row's (within "
+              f"{GOALS['against_teacher']:.0%}); motion is the mean over the photos.", "",
              "| model | VAE PSNR (≥ 26 dB) | VAE chroma, worst ratio (±10 %) | frame 0 vs input (≥ 22 dB) | chroma over time against the input in the camera's view, worst (±15 %) | the same against the whole input (the issue's wording) | last frame warped back by the camera motion, SSIM in view, mean (worst photo ≥ 0.7) | the same warped pixel by pixel by Farneback flow, whole frame (the issue's wording) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
@@ -263,13 +327,17 @@ def markdown(results: dict[str, dict], ceiling: dict, info: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    out = argv[argv.index("--out") + 1] if "--out" in argv else "mini_goals"
+    option = lambda name, default: argv[argv.index(name) + 1] if name in argv else default  # noqa: E731
+    out, pipeline_folder = option("--out", "mini_goals"), Path(option("--pipeline", BUILTIN_MODELS["mini"].folder))
+    max_guidance = float(option("--max-guidance", "nan"))
     models = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     if not models:
         raise SystemExit(__doc__)
     torch.manual_seed(0)
     info = machine()
-    results = {name: measure(folder) for name, folder in models.items()}
+    results = {name: measure(folder, pipeline_folder, None if max_guidance != max_guidance else max_guidance)
+               for name, folder in models.items()}
+    against_teacher(results)
     perfect = ceiling()
     save(out, {"machine": info, "settings": SETTINGS.as_dict(), "goals": GOALS, "models": results, "ceiling": perfect},
          markdown(results, perfect, info))
