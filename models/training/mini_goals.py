@@ -329,14 +329,13 @@ def markdown(results: dict[str, dict], ceiling: dict, info: dict) -> str:
 def main(argv: list[str]) -> None:
     option = lambda name, default: argv[argv.index(name) + 1] if name in argv else default  # noqa: E731
     out, pipeline_folder = option("--out", "mini_goals"), Path(option("--pipeline", BUILTIN_MODELS["mini"].folder))
-    max_guidance = float(option("--max-guidance", "nan"))
+    max_guidance = float(option("--max-guidance", "")) if "--max-guidance" in argv else None
     models = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     if not models:
         raise SystemExit(__doc__)
     torch.manual_seed(0)
     info = machine()
-    results = {name: measure(folder, pipeline_folder, None if max_guidance != max_guidance else max_guidance)
-               for name, folder in models.items()}
+    results = {name: measure(folder, pipeline_folder, max_guidance) for name, folder in models.items()}
     against_teacher(results)
     perfect = ceiling()
     save(out, {"machine": info, "settings": SETTINGS.as_dict(), "goals": GOALS, "models": results, "ceiling": perfect},
