@@ -109,11 +109,11 @@ def main(argv: list[str]) -> None:
         results[label] = {"decoder_call_s": round(call_s, 4), "decoder_speedup": round(base_s / call_s, 2),
                           "validate": validated(ir, reference, work / f"val{index}")}
         print(label, results[label], flush=True)
-    record = {"machine": machine(), "source": source, "settings": settings.as_dict(), "frames_of": FRAMES_OF, "results": results}
+    result = {"machine": machine(), "source": source, "settings": settings.as_dict(), "frames_of": FRAMES_OF, "results": results}
     name = f"decoder_int8_{source}"
     frames_picture([reference / "frames" / FRAMES_OF, *(work / f"val{i}" / "runtime" / FRAMES_OF for i in range(len(VARIANTS)))],
                    HERE / "results" / f"{name}.png")
-    save(name, record, markdown(record, latents["latent_sample"].shape[0]))
+    save(name, result, markdown(result, latents["latent_sample"].shape[0]))
 
 
 def frames_picture(folders: list[Path], out: Path, frames: tuple[int, ...] = (0, 4, 7), scale: int = 2) -> None:
