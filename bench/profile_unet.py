@@ -2,16 +2,19 @@
 latent shape, grouped into attention (every node of an `attn1`/`attn2` block: scores, softmax, projections), the other
 float nodes and the int8 ones.
 
-    python bench/profile_unet.py TAG FOLDER [FOLDER ...] [--height 576 --width 1024 --frames 2]
+    python bench/profile_unet.py TAG FOLDER [FOLDER ...] [--height 576 --width 1024 --frames 2] [--config KEY=VALUE ...]
 
 One warm-up call, then one profiled call per folder (CFG batch of 2, the shape a video's UNet sees); writes
 bench/results/profile_unet_TAG.{json,md}. OpenVINO's benchmark_app reports the same counters per node but not per
-block, and the question here is how much of the step attention keeps in float.
+block, and the question here is how much of the step attention keeps in float. `--config` adds CPU plugin properties
+(e.g. SNIPPETS_MODE=DISABLE: attention as MatMul, Softmax, MatMul instead of the fused Snippets subgraph); the table
+gives the process's peak RSS, so profile one folder per run to read one configuration's memory.
 """
 
 from __future__ import annotations
 
 import re
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -38,13 +41,13 @@ def _inputs(model: ov.Model, height: int, width: int, frames: int) -> dict[str, 
             "added_time_ids": np.array([[6, 127, 0.02]] * 2, dtype=np.float32)}
 
 
-def profile(folder: Path, height: int, width: int, frames: int) -> dict:
+def profile(folder: Path, height: int, width: int, frames: int, config: dict[str, str]) -> dict:
     """Milliseconds per group (attention / other float / int8) and per executed layer type, for one UNet call."""
     core = ov.Core()
     model = core.read_model(folder / "unet" / "openvino_model.xml")
     inputs = _inputs(model, height, width, frames)
     model.reshape({name: value.shape for name, value in inputs.items()})
-    compiled = core.compile_model(model, "CPU", {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(model, "CPU", {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", **config})
     request = compiled.create_infer_request()
     request.infer(inputs)  # warm-up: first-call allocations
     start = time.perf_counter()
@@ -75,16 +78,22 @@ def _top(times: dict[str, float], count: int) -> dict[str, float]:
 
 
 @app.command()
-def main(tag: str, folders: list[Path], height: int = 576, width: int = 1024, frames: int = 2) -> None:
+def main(tag: str, folders: list[Path], height: int = 576, width: int = 1024, frames: int = 2,
+         config: list[str] = typer.Option([], help="CPU plugin property KEY=VALUE, repeatable")) -> None:
     missing = [str(folder) for folder in folders if not (folder / "unet" / "openvino_model.xml").is_file()]
     if missing:
         raise SystemExit(f"no UNet IR (unet/openvino_model.xml) in {', '.join(missing)}: pass svdtool export/quantize folders")
     if min(height, width, frames) < 1 or height % 8 or width % 8:
         raise SystemExit("--height and --width must be positive multiples of 8 and --frames at least 1")
-    results = {str(folder): profile(folder, height, width, frames) for folder in folders}
+    if any("=" not in item for item in config):
+        raise SystemExit("--config takes KEY=VALUE, e.g. SNIPPETS_MODE=DISABLE")
+    properties = dict(item.split("=", 1) for item in config)
+    results = {str(folder): profile(folder, height, width, frames, properties) for folder in folders}
+    peak_rss_gb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     m = machine()
     shape = f"{height}x{width}x{frames} (latents {height // 8}x{width // 8}, CFG batch 2)"
     lines = [f"# UNet call profile (PERF_COUNT), {shape}, on {m['cpu']} ({m['cores']} cores)", "",
+             f"Plugin config: {properties or 'defaults'}; peak RSS of the process: {peak_rss_gb} GB.", "",
              "| IR | call, wall (s) | sum of nodes (s) | attention float (s) | attention int8 (s) | other float (s) | int8 (s) | attention by node type (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for folder, r in results.items():
@@ -92,7 +101,8 @@ def main(tag: str, folders: list[Path], height: int = 576, width: int = 1024, fr
         top = ", ".join(f"{k} {v / 1e3:.2f}" for k, v in list(r["attention_layer_types_ms"].items())[:4])
         lines.append(f"| {Path(folder).name} | {r['wall_ms'] / 1e3:.2f} | {r['total_ms'] / 1e3:.2f} | {g.get('attention', 0) / 1e3:.2f} | "
                      f"{g.get('attention int8', 0) / 1e3:.2f} | {g.get('other float', 0) / 1e3:.2f} | {g.get('int8', 0) / 1e3:.2f} | {top} |")
-    save(f"profile_unet_{tag}", {"machine": m, "shape": {"height": height, "width": width, "frames": frames}, "results": results},
+    save(f"profile_unet_{tag}", {"machine": m, "shape": {"height": height, "width": width, "frames": frames}, "config": properties,
+                                 "peak_rss_gb": peak_rss_gb, "results": results},
          "\n".join(lines) + "\n")
 
 
