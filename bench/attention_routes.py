@@ -43,7 +43,7 @@ def build(frames: int, tokens: int, stateful: bool = False, chunks: int = 1, kv_
     parameters = [ops.parameter(shape, ov.Type.f32, name=name) for name in ("query", "key", "value")]
     query, key, value = parameters
     if kv_stride > 1:  # a 72x128 token grid (576x1024's top level) subsampled in both directions, as convert/tokens.py does
-        rows, columns = 72 * tokens // 9216, 128
+        rows, columns = tokens // 128, 128
         grid = [frames, HEADS, rows, columns, HEAD_DIM]
         key, value = (ops.reshape(ops.strided_slice(ops.reshape(x, grid, False), [0, 0, 0, 0, 0], grid, [1, 1, kv_stride, kv_stride, 1],
                                                     [0] * 5, [0] * 5), [frames, HEADS, -1, HEAD_DIM], False) for x in (key, value))
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument("--name", default="local")
     args = parser.parse_args()
+    if args.tokens % 256 or args.frames < 1:
+        parser.error("--tokens must be a multiple of 256 (rows of 128 tokens, halved by ToDo) and --frames at least 1")
     context = multiprocessing.get_context("spawn")
     results: dict[str, Any] = {}
     reference = None
