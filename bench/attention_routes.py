@@ -98,6 +98,10 @@ def main() -> None:
         queue = context.Queue()
         process = context.Process(target=run_route, args=(args.frames, args.tokens, options, queue))
         process.start()
+        while queue.empty():  # a route that crashes (e.g. out of memory) reports nothing: say so instead of waiting
+            if not process.is_alive() and queue.empty():
+                raise SystemExit(f"route {label!r} stopped with exit {process.exitcode} before reporting")
+            time.sleep(0.5)
         row = queue.get()
         process.join()
         output = row.pop("output")

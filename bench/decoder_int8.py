@@ -73,8 +73,9 @@ def with_decoder(int8_dir: Path, decoder: ov.Model, folder: Path) -> Path:
 
 
 def validated(ir: Path, reference: Path, out: Path) -> dict:
-    if not (out / "report.json").is_file():
-        subprocess.run(["svdtool", "validate", str(ir), "--reference", str(reference), "-o", str(out), "--overwrite"], check=False)
+    code = subprocess.run(["svdtool", "validate", str(ir), "--reference", str(reference), "-o", str(out), "--overwrite"]).returncode
+    if code not in (0, 1):  # 0 pass, 1 fail; anything else is an error, not a verdict
+        raise SystemExit(f"svdtool validate {ir} stopped with exit {code}")
     report = json.loads((out / "report.json").read_text())
     checks = [check for image in report["images"] for check in image["checks"]]
     worst = lambda name: round(max(c["value"] for c in checks if c["check"] == name), 3)  # noqa: E731
@@ -149,6 +150,7 @@ def markdown(record: dict, chunk: int) -> str:
               "Reproduce: `svdtool export mini -o FP && svdtool quantize FP --calib examples/calibration -o INT8 && "
               "python bench/decoder_int8.py FP INT8 WORK`."]
     return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     usage(__doc__)
