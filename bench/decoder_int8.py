@@ -31,7 +31,7 @@ from common import machine, save, usage  # noqa: E402
 from quantize_vae import record  # noqa: E402
 
 from svdtool.convert import OV_XML  # noqa: E402
-from svdtool.outputs import file_inventory  # noqa: E402
+from svdtool.outputs import read_manifest, write_manifest  # noqa: E402
 
 HERE = Path(__file__).parent
 HELD_OUT = HERE / "heldout"
@@ -60,15 +60,11 @@ def decoder_call_s(model: ov.Model, latents: dict[str, np.ndarray]) -> float:
 
 
 def with_decoder(int8_dir: Path, decoder: ov.Model, folder: Path) -> Path:
-    """A copy of `int8_dir` with `decoder` in place of its own, its manifest's file inventory updated (validate checks it)."""
+    """A copy of `int8_dir` with `decoder` in place of its own, its manifest's file inventory rewritten (validate checks it)."""
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(int8_dir, folder)
     ov.save_model(decoder, folder / "vae_decoder" / OV_XML, compress_to_fp16=True)
-    manifest_path = folder / "svdtool.json"
-    manifest = json.loads(manifest_path.read_text())
-    inventory = file_inventory(folder)
-    manifest["files"] = {name: inventory.get(name, entry) for name, entry in manifest["files"].items()}
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+    write_manifest(folder, read_manifest(folder))
     return folder
 
 
@@ -90,7 +86,7 @@ def main(argv: list[str]) -> None:
     fp_dir, int8_dir, work = (Path(a) for a in argv[:3])
     work.mkdir(parents=True, exist_ok=True)
     reference = work / "reference"
-    source = json.loads((int8_dir / "svdtool.json").read_text())["source"]["ref"]
+    source = read_manifest(int8_dir)["source"]["ref"]
     if not reference.is_dir():
         subprocess.run(["svdtool", "reference", source, "--images", str(HELD_OUT), "-o", str(reference),
                         "--device", "cpu", "--dtype", "fp32"], check=True)
