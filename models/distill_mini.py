@@ -112,7 +112,9 @@ def main(
     saved = read_state(state, ("student", "target", "optimizer", "steps", "log", "runs"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    pipeline = StableVideoDiffusionPipeline.from_pretrained(teacher, torch_dtype=torch.float32)
+    # low_cpu_mem_usage=False: a teacher carried without its VAE decoder (never used here) would otherwise load that
+    # decoder as meta tensors where accelerate is installed (the GPU host), which .to(device) cannot move
+    pipeline = StableVideoDiffusionPipeline.from_pretrained(teacher, torch_dtype=torch.float32, low_cpu_mem_usage=False)
     scaling_factor = float(pipeline.vae.config.scaling_factor)
     models = {"teacher": pipeline.unet, "student": copy.deepcopy(pipeline.unet), "target": copy.deepcopy(pipeline.unet),
               "image_encoder": pipeline.image_encoder, "vae": pipeline.vae}
