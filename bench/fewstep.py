@@ -9,7 +9,8 @@ IR at its 4 steps against the teacher's FP16 IR at its 25 Euler steps.
         + steps x (one UNet call + the sampler's work) + decoder, as bench/speed_ladder.py does); the student: one whole
         video at its own steps, measured -> WORK/fewstep_NAME.json
     python bench/fewstep.py table WORK NAME... [--bench MODEL=REPORT.json ...]   -> bench/results/fewstep.{json,md}, with
-        `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos)
+        `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos);
+        the rows already in bench/results/fewstep.json stay unless a NAME or MODEL replaces them
 
 svd and svd-xt have random weights: their figures are speed and memory only.
 """
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, save
+from common import RESULTS, machine, save
 from speed_ladder import CALIBRATION, call_costs, svdtool, video_seconds
 
 IMAGE = Path(__file__).parents[1] / "examples" / "astronaut.jpg"
@@ -70,8 +71,11 @@ def table(work: Path, names: list[str], bench_files: list[str]) -> None:
     """The speed table: fewstep.py speed runs, and `svdtool bench TEACHER STUDENT` reports (whole videos, median)."""
     from svdtool.cpu import cpu_label
 
-    runs = {name: json.loads((work / f"fewstep_{name}.json").read_text()) for name in names}
-    benches = {model: json.loads(Path(path).read_text()) for model, path in (item.split("=", 1) for item in bench_files)}
+    recorded = RESULTS / "fewstep.json"  # rows of earlier machines stay: each machine is measured once, in its session
+    earlier = json.loads(recorded.read_text()) if recorded.is_file() else {"runs": {}, "bench": {}}
+    runs = {**earlier["runs"], **{name: json.loads((work / f"fewstep_{name}.json").read_text()) for name in names}}
+    benches = {**earlier["bench"],
+               **{model: json.loads(Path(path).read_text()) for model, path in (item.split("=", 1) for item in bench_files)}}
     lines = ["# Few-step students: the consistency sampler's 4 steps (INT8) against the teacher's 25 (FP16 IR)", "",
              "| machine | model, size | teacher: FP16 IR, Euler | student: INT8, consistency | speed-up | how | peak RSS (teacher / student) |",
              "|---|---|---|---|---|---|---|"]
@@ -81,22 +85,28 @@ def table(work: Path, names: list[str], bench_files: list[str]) -> None:
         label = cpu_label({"model": machine["cpu"], "isa": machine["isa"], "int8_dot_product": machine["int8_dot_product"],
                            "machine": "x86_64"})
         lines.append(f"| {label}, {machine['cores']} cores | {teacher['model']}, {run['height']}×{run['width']}×"
-                     f"{run['frames']}, `--memory {run['memory']}` | {teacher['steps']} steps: {teacher['video_s']:g} s | "
-                     f"{student['steps']} steps: {student['video_s']:g} s | **{run['speedup']}×** | `bench/fewstep.py speed`: the "
+                     f"{run['frames']}, `--memory {run['memory']}` | {_steps(teacher)}: {teacher['video_s']:g} s | "
+                     f"{_steps(student)}: {student['video_s']:g} s | **{run['speedup']}×** | `bench/fewstep.py speed`: the "
                      f"teacher {teacher['video_is']}, the student one whole video | {teacher['peak_rss_gb']:.1f} / "
                      f"{student['peak_rss_gb']:.1f} GB |")
     for model, report in benches.items():
         teacher, student = report["results"][:2]
         settings = report["settings"]
         lines.append(f"| {cpu_label(report['cpu'])} | {model}, "
-                     f"{settings['height']}×{settings['width']}×{settings['num_frames']} | {teacher['steps']} steps: "
-                     f"{teacher['video_s']['median']:.2f} s | {student['steps']} steps: {student['video_s']['median']:.2f} s | "
+                     f"{settings['height']}×{settings['width']}×{settings['num_frames']} | {_steps(teacher)}: "
+                     f"{teacher['video_s']['median']:.2f} s | {_steps(student)}: {student['video_s']['median']:.2f} s | "
                      f"**{teacher['video_s']['median'] / student['video_s']['median']:.2f}×** | `svdtool bench`: whole videos, "
                      f"median of {report['repeat']} | +{teacher['peak_rss_added_gb']} / +{student['peak_rss_added_gb']} GB |")
-    lines += ["", "The student's UNet is the source's own under the consistency sampler: a distilled student has the same graph, "
-              "so its time is the student's. Both keep classifier-free guidance on (the teacher 1 → its max, the student "
-              "1.0 → 1.2), so every UNet call runs both halves. svd has random weights: speed and memory only."]
+    lines += ["", "svd and the `svd-mini` row: the student's UNet is the source's own under the consistency sampler (a "
+              "distilled student has the same graph, so its time is a student's), at the sampler's guidance 1.0 → 1.2, "
+              "so every UNet call runs both halves. `mini-lcm` is svd-mini's distilled student (models/mini-lcm), its "
+              "guidance distilled in: at guidance 1 each call runs one half. svd has random weights: speed and memory only."]
     save("fewstep", {"runs": runs, "bench": benches}, "\n".join(lines))
+
+
+def _steps(run: dict[str, Any]) -> str:
+    guidance = run.get("guidance")
+    return f"{run['steps']} steps" + (f", guidance {guidance[0]:g} → {guidance[1]:g}" if guidance else "")
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Named models: presets built from config with seeded random weights (labelled "random weights" everywhere), and
-the trained `mini` pipeline shipped with the package.
+the trained `mini` pipeline and its 4-step student `mini-lcm` shipped with the package.
 
 `tiny` is a few MB and generates in seconds on a laptop CPU, yet keeps SVD's interfaces (VAE downscale 8,
 8-channel UNet input, CLIP image embedding, 3 added time ids). `svd` and `svd-xt` are the true Stable Video
@@ -196,21 +196,31 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A trained pipeline shipped inside the package as a diffusers folder (loads offline)."""
+    """A trained pipeline shipped inside the package as a diffusers folder (loads offline). One that `shares` another
+    ships only its UNet and scheduler; its VAE, image encoder and feature extractor are the other's files."""
 
     name: str
     description: str
     folder: Path
     defaults: GenerationDefaults
+    shares: str | None = None
+
+    def component_folder(self, name: str) -> Path:
+        """The folder that holds component `name` (its subfolder there)."""
+        own = self.shares is None or name in ("unet", "scheduler")
+        return self.folder if own else BUILTIN_MODELS[self.shares].component_folder(name)
 
     def weights_sha256(self) -> str:
-        """One sha256 over the shipped weight files: tells an IR exported from an earlier build of the model."""
-        return _weights_sha256(self.folder)
+        """One sha256 over the shipped weight files it loads: tells an IR exported from an earlier build of the model."""
+        return _weights_sha256(self.folder, BUILTIN_MODELS[self.shares].folder if self.shares else None)
 
 
 @cache
-def _weights_sha256(folder: Path) -> str:
+def _weights_sha256(folder: Path, shared: Path | None = None) -> str:
     files = {path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*.safetensors"))}
+    if shared is not None:  # the components it loads from the shared folder (the UNet is its own)
+        files |= {f"{shared.name}/{path.relative_to(shared).as_posix()}": sha256_file(path)
+                  for path in sorted(shared.rglob("*.safetensors")) if path.parent.name != "unet"}
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
@@ -222,5 +232,15 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         # Guidance ramps to 2.5, not SVD's 3.0: svd-mini's conditional model greys colour and guidance restores it,
         # overshooting on a face at 3.0 (models/training/mini_colour_seeds.py --guidance; README, svd-mini).
         defaults=GenerationDefaults(num_frames=8, height=128, width=128, num_inference_steps=25, max_guidance_scale=2.5),
+    ),
+    "mini-lcm": BuiltinModel(
+        name="mini-lcm",
+        description="svd-mini v7's 4-step consistency student: its UNet distilled with guidance 1.0 -> 2.5 built in "
+                    "(models/distill_mini.py), sampled without guidance; mini's VAE and image encoder",
+        folder=Path(__file__).parent / "mini-lcm",
+        # Guidance 1.0 -> 1.0: the teacher's guidance is distilled into the UNet, so each step is one UNet half
+        # (bench/results/mini_goals_lcm.md measured the student so).
+        defaults=GenerationDefaults(num_frames=8, height=128, width=128, num_inference_steps=4, max_guidance_scale=1.0),
+        shares="mini",
     ),
 }

@@ -79,6 +79,10 @@ class Source:
         """What `from_pretrained` takes: the folder or Hub id."""
         return str(BUILTIN_MODELS[self.ref].folder) if self.kind == "builtin" else self.ref
 
+    def component_location(self, name: str) -> str:
+        """Where component `name` loads from (a named model may share another's files)."""
+        return str(BUILTIN_MODELS[self.ref].component_folder(name)) if self.kind == "builtin" else self.ref
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": self.kind, "ref": self.ref, "random_weights": self.random_weights}
         if self.kind in ("preset", "builtin"):
@@ -164,7 +168,7 @@ def _load_own_component(source: Source, name: str, torch_dtype: torch.dtype) -> 
     expected = Exception if source.kind == "hub" else (OSError, ValueError)
     component_class = SVDConsistencyScheduler if name == "scheduler" and source.own_sampler == "consistency" else COMPONENTS[name]
     try:
-        component = component_class.from_pretrained(source.location, **kwargs)
+        component = component_class.from_pretrained(source.component_location(name), **kwargs)
     except expected as exc:
         where = "the Hugging Face Hub" if source.kind == "hub" else "the local folder"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -192,7 +196,7 @@ def component_config(source: Source, name: str) -> dict[str, Any]:
             raise SvdtoolError(f"could not read the {name} config of {source.ref!r} from the Hugging Face Hub: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
     else:
-        path = Path(source.location) / name / "config.json"
+        path = Path(source.component_location(name)) / name / "config.json"
         if not path.is_file():
             raise SvdtoolError(f"{path} is missing: {source.ref} is not a complete diffusers SVD folder")
         config = json.loads(path.read_text())
@@ -212,7 +216,8 @@ def size_multiple(unet_config: dict[str, Any], vae_config: dict[str, Any]) -> in
 def generation_defaults(source: Source) -> GenerationDefaults:
     """Default settings: the named model's own, svd-mini's for a folder that `train_mini` wrote (its training.json
     says so: SVD's 576x1024 would take such a model minutes a video), else SVD's (576x1024, 25 steps) with the UNet's
-    frame count; the sampler's steps and guidance over them (a consistency sampler: 4 steps, guidance 1.0 to 1.2); and
+    frame count; the sampler's steps and guidance over them (a consistency sampler: 4 steps, guidance 1.0 to 1.2; a
+    named model keeps its own with its own sampler: mini-lcm's guidance is distilled in); and
     the size multiple, from the configs (nothing is loaded)."""
     unet_config = component_config(source, "unet")
     multiple = size_multiple(unet_config, component_config(source, "vae"))
@@ -223,7 +228,8 @@ def generation_defaults(source: Source) -> GenerationDefaults:
     else:
         defaults = GenerationDefaults(num_frames=int(unet_config.get("num_frames", 14)), height=576, width=1024,
                                       num_inference_steps=25, decode_chunk_size=8)
-    return replace(defaults, size_multiple=multiple, **SAMPLERS[source.sampler_name].defaults())
+    own = source.kind == "builtin" and source.sampler_name == source.own_sampler  # a named model's defaults suit its sampler
+    return replace(defaults, size_multiple=multiple, **({} if own else SAMPLERS[source.sampler_name].defaults()))
 
 
 def _trained_mini(folder: Path) -> bool:

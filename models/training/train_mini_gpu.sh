@@ -33,8 +33,11 @@
 #   models/training/train_mini_gpu.sh distill OUT M            .mini/INIT (v7: svd-mini) distilled for M min into a 4-step consistency
 #                                                    student (svdtool.models.distill_mini; resumes on a warm machine), its
 #                                                    unet/, training.json and loss.json packed as `pack` does; UNET_BATCH
-#                                                    (64), LR (1e-4) and UNET_ANNEAL (set: on) as below, POOL (8192) its
-#                                                    --pool-clips
+#                                                    (64: 128 is 256 clips in the teacher's guided step and stops with a CUDA
+#                                                    invalid-argument error), LR (1e-4) and UNET_ANNEAL (set: on) as below,
+#                                                    POOL (8192) its --pool-clips; mini-lcm: NAME=lcm INIT=v7-enc (svd-mini
+#                                                    without its VAE decoder, under the carry limit) UNET_BATCH=64
+#                                                    UNET_ANNEAL=1 POOL=16384 distill OUT 8, 1,376 steps on an H100
 #   models/training/train_mini_gpu.sh tiny OUT M               .mini/INIT's VAE decoder (v7-vae: model_index.json and vae/ of svd-mini,
 #                                                    48 MB, the only part it reads) distilled for M min into a tiny per-frame
 #                                                    decoder (svdtool.models.tiny_decoder; resumes on a warm machine), packed

@@ -14,7 +14,7 @@ from .common import Overwrite, SamplerName, UnetFile, Verbose, run_command
 
 
 def export(
-    source: str = typer.Argument(..., help="named model (mini; random-weight tiny, svd, svd-xt), local diffusers folder, or Hub id"),
+    source: str = typer.Argument(..., help="named model (mini, its 4-step student mini-lcm; random-weight tiny, svd, svd-xt), local diffusers folder, or Hub id"),
     output: Path = typer.Option(..., "-o", "--output", help="folder to write the OpenVINO IR pipeline into"),
     weights: str = typer.Option("fp16", help="IR weight precision: fp16 or fp32"),
     static: bool = typer.Option(False, "--static", help="bake --height/--width/--frames into the IR"),
