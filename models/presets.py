@@ -194,6 +194,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+WEIGHT_COMPONENTS = ("image_encoder", "unet", "vae")  # the pipeline components that hold weights (torch modules)
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
     """A trained pipeline shipped inside the package as a diffusers folder (loads offline). One that `shares` another
@@ -211,16 +214,15 @@ class BuiltinModel:
         return self.folder if own else BUILTIN_MODELS[self.shares].component_folder(name)
 
     def weights_sha256(self) -> str:
-        """One sha256 over the shipped weight files it loads: tells an IR exported from an earlier build of the model."""
-        return _weights_sha256(self.folder, BUILTIN_MODELS[self.shares].folder if self.shares else None)
+        """One sha256 over the weight files it loads (shared ones included): tells an IR exported from an earlier build
+        of the model."""
+        return _weights_sha256(tuple(self.component_folder(name) / name for name in WEIGHT_COMPONENTS))
 
 
 @cache
-def _weights_sha256(folder: Path, shared: Path | None = None) -> str:
-    files = {path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*.safetensors"))}
-    if shared is not None:  # the components it loads from the shared folder (the UNet is its own)
-        files |= {f"{shared.name}/{path.relative_to(shared).as_posix()}": sha256_file(path)
-                  for path in sorted(shared.rglob("*.safetensors")) if path.parent.name != "unet"}
+def _weights_sha256(component_folders: tuple[Path, ...]) -> str:
+    files = {f"{folder.name}/{path.relative_to(folder).as_posix()}": sha256_file(path)
+             for folder in component_folders for path in sorted(folder.rglob("*.safetensors"))}
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 

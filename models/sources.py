@@ -20,7 +20,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from svdtool import logs
 from svdtool.errors import SvdtoolError
 
-from .presets import BUILTIN_MODELS, PRESETS, SVD_SCHEDULER_CONFIG, GenerationDefaults
+from .presets import BUILTIN_MODELS, PRESETS, SVD_SCHEDULER_CONFIG, WEIGHT_COMPONENTS, GenerationDefaults
 from .samplers import SAMPLERS, SVDConsistencyScheduler, sampler_of_scheduler
 from .unets import check_unet_spec, describe_unet, load_unet_weights
 
@@ -33,7 +33,7 @@ COMPONENTS: dict[str, type] = {
     "scheduler": EulerDiscreteScheduler,
     "feature_extractor": CLIPImageProcessor,
 }
-_TORCH_COMPONENTS = ("image_encoder", "unet", "vae")
+_TORCH_COMPONENTS = WEIGHT_COMPONENTS
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # what --dtype of the PyTorch paths names
 
 
