@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, save
+from common import RESULTS, machine, save
 
 HELD_OUT = Path(__file__).parent / "heldout"
 CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
@@ -161,35 +161,45 @@ def video_seconds(costs: dict[str, Any], steps: int) -> float:
 
 
 def table(work: Path, speed_names: list[str]) -> None:
+    """The ladder from WORK's validate reports and speed_NAME.json files; what WORK lacks (a quality run or another
+    machine's speed from an earlier session) is kept from bench/results/speed_ladder.json."""
     from svdtool.runtime.speed import SPEEDS
 
     register_explored()
-    results: dict[str, Any] = {"quality_machine": machine(), "date": time.strftime("%Y-%m-%d"), "rungs": [], "speed": {}}
+    recorded_file = RESULTS / "speed_ladder.json"
+    recorded = json.loads(recorded_file.read_text()) if recorded_file.is_file() else {"rungs": [], "speed": {}}
+    recorded_rows = {row["rung"]: row for row in recorded["rungs"]}
+    quality_here = any(work.glob("val-*/report.json"))
+    results: dict[str, Any] = {"quality_machine": recorded["quality_machine"] if recorded.get("quality_machine") and not quality_here else machine(),
+                               "date": time.strftime("%Y-%m-%d"), "rungs": [], "speed": dict(recorded["speed"])}
     for name in speed_names:
         results["speed"][name] = json.loads((work / f"speed_{name}.json").read_text())
-    sizes = sorted(int(folder.name[1:]) for folder in work.glob("q[0-9]*") if folder.is_dir())  # quality --size runs
+    sizes = sorted({int(folder.name[1:]) for folder in work.glob("q[0-9]*") if folder.is_dir()}  # quality --size runs
+                   | {int(kind.split("-")[1]) for row in recorded_rows.values() for kind in row if kind.startswith("native-")})
     header = "| rung | svd-mini steps | validate native: verdict, PSNR mean / worst | no-VNNI |"
     header += "".join(f" native at {size}×{size} |" for size in sizes)
     for name, run in results["speed"].items():
         header += f" {name} s/video at {run['width']}×{run['height']}×{run['frames']}, 25 steps (speed-up) | peak RSS GB |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for attention, speed, precision, cached in all_rungs():
-        preset, row = SPEEDS[speed], {"rung": rung_name(attention, speed, precision, cached)}
-        cells = [rung_label(attention, speed, precision, cached), str(preset.steps(25))]
-        runs = {kind: work / f"val-{rung_name(attention, speed, precision, cached)}-{kind}" for kind in ("native", "no-vnni")}
-        runs.update({f"native-{size}": work / f"q{size}" / f"val-{rung_name(attention, speed, precision, cached)}-native"
-                     for size in sizes})
+        preset, rung = SPEEDS[speed], rung_name(attention, speed, precision, cached)
+        row, cells = {"rung": rung}, [rung_label(attention, speed, precision, cached), str(preset.steps(25))]
+        runs = {kind: work / f"val-{rung}-{kind}" for kind in ("native", "no-vnni")}
+        runs.update({f"native-{size}": work / f"q{size}" / f"val-{rung}-native" for size in sizes})
         for kind, folder in runs.items():
             report_file = folder / "report.json"
-            if not report_file.is_file():
+            if report_file.is_file():
+                report = json.loads(report_file.read_text())
+                row[kind] = {"pass": report["pass"], "psnr_mean": report["summary"]["psnr_mean"],
+                             "psnr_worst": min(image["runtime"]["psnr_mean"] for image in report["images"]),
+                             "failed": sorted({check["check"] for image in report["images"] for check in image["checks"] if not check["pass"]})}
+            elif kind in recorded_rows.get(rung, {}):
+                row[kind] = recorded_rows[rung][kind]
+            else:
                 cells.append("–")
                 continue
-            report = json.loads(report_file.read_text())
-            worst = min(image["runtime"]["psnr_mean"] for image in report["images"])
-            failed = sorted({check["check"] for image in report["images"] for check in image["checks"] if not check["pass"]})
-            row[kind] = {"pass": report["pass"], "psnr_mean": report["summary"]["psnr_mean"], "psnr_worst": worst, "failed": failed}
-            verdict = "PASS" if report["pass"] else "FAIL (" + ", ".join(failed).replace("|", "\\|") + ")"
-            cells.append(f"{verdict} {report['summary']['psnr_mean']:.1f} / {worst:.1f}")
+            verdict = "PASS" if row[kind]["pass"] else "FAIL (" + ", ".join(row[kind]["failed"]).replace("|", "\\|") + ")"
+            cells.append(f"{verdict} {row[kind]['psnr_mean']:.1f} / {row[kind]['psnr_worst']:.1f}")
         for name, run in results["speed"].items():
             costs = None if cached else run["irs"].get(ir_folder(work, attention, precision).name)
             baseline = run["irs"].get(ir_folder(work, "exact", "fp16").name)
@@ -213,7 +223,9 @@ def table(work: Path, speed_names: list[str]) -> None:
         + "".join(f" *Native at {size}×{size}*: the same against the exact PyTorch run at {size}×{size}, where the top "
                   f"level's attention sees {(size // 128) ** 2}× svd-mini's tokens (`quality WORK --size {size}`)." for size in sizes),
         "",
-        *[f"Speed `{name}`: {run['model']} on {run['machine']['cpu']} ({run['machine']['cores']} cores; "
+        *[f"Speed `{name}`: {run['model']} on {run['machine']['cpu']} ({run['machine']['cores']} "
+          + (f"of its {run['machine']['cores_in_machine']} " if run["machine"].get("cores_in_machine", run["machine"]["cores"]) != run["machine"]["cores"] else "")
+          + "cores; "
           f"{', '.join(run['machine']['isa'])}), "
           f"{run['width']}×{run['height']}×{run['frames']}, `--memory {run['memory']}`; seconds per video computed from one measured video of 2 steps per IR "
           "(encoders + steps × a UNet call's measured cost + decoder, decode chunk "
@@ -225,8 +237,9 @@ def table(work: Path, speed_names: list[str]) -> None:
         "(and `quality WORK --size 256`); "
         "speed on a 24 GB machine `python bench/speed_ladder.py build SVD_WORK svd --calib-small && python "
         "bench/speed_ladder.py speed SVD_WORK NAME --frames 14 --memory low`, on the GPU host's Xeon "
-        "`bench/server_speed_ladder.sh`; then copy SVD_WORK/speed_NAME.json into WORK and `python bench/speed_ladder.py "
-        "table WORK --speed NAME`.",
+        "`CPUS=2-15 FRAMES=25 bench/server_speed_ladder.sh start|collect OUT` (xeon25); then copy SVD_WORK/speed_NAME.json "
+        "into WORK and `python bench/speed_ladder.py table WORK --speed NAME` (what WORK lacks, quality runs or other "
+        "machines' speeds, is kept from the committed speed_ladder.json).",
         "",
     ])
     save("speed_ladder", results, markdown)

@@ -42,7 +42,10 @@
 #                                                    48 MB, the only part it reads) distilled for M min into a tiny per-frame
 #                                                    decoder (svdtool.models.tiny_decoder; resumes on a warm machine), packed
 #                                                    as `pack` does; TINY_BATCH (256 frames) and POOL (4096 clips) its
-#                                                    --batch and --pool-clips
+#                                                    --batch and --pool-clips; svd-mini's (bench/results/tiny_decoder_mini.md):
+#                                                    NAME=taesd-gpu INIT=v7-vae POOL=1024 WORKERS=2 tiny OUT 14 under
+#                                                    taskset -c 0-1 beside the Xeon ladder, 12,890 steps on an H100
+#                                                    (1,024 clips pooled in 15 s: a larger POOL costs little)
 #   models/training/train_mini_gpu.sh speed OUT                each stage's training steps/s, eager against torch.compile (models/training/train_speed.py)
 #   models/training/train_mini_gpu.sh pack OUT                 NAME as 15 MB parts of a tar (the transfer takes files of at
 #                                                    most 16 MiB; one 47 MB model fills most of a call's 64 MiB)
