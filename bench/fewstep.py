@@ -4,10 +4,11 @@ IR at its 4 steps against the teacher's FP16 IR at its 25 Euler steps.
     python bench/fewstep.py build WORK SOURCE [--calib-small] [--kv-downsample 2]
         export SOURCE with `--sampler consistency` (a distilled student has the same graph as its teacher, so SOURCE's own
         UNet times what a student's would) -> WORK/student-fp16, and quantize it on its own 4-step schedule -> WORK/student-int8
-    python bench/fewstep.py speed WORK TEACHER_IR NAME [--frames F --height H --width W --memory low]
+    python bench/fewstep.py speed WORK TEACHER_IR NAME [--frames F --height H --width W --memory low] [--teacher-speed J]
         the teacher: one video of 2 Euler steps, its whole video at its own steps computed from those costs (encoders
-        + steps x (one UNet call + the sampler's work) + decoder, as bench/speed_ladder.py does); the student: one whole
-        video at its own steps, measured -> WORK/fewstep_NAME.json
+        + steps x (one UNet call + the sampler's work) + decoder, as bench/speed_ladder.py does), or those costs read
+        from J, bench/speed_ladder.py's speed_NAME.json of the same IR and size; the student: one whole video at its own
+        steps, measured -> WORK/fewstep_NAME.json
     python bench/fewstep.py table WORK NAME... [--bench MODEL=REPORT.json ...]   -> bench/results/fewstep.{json,md}, with
         `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos);
         the rows already in bench/results/fewstep.json stay unless a NAME or MODEL replaces them
@@ -38,7 +39,9 @@ def build(work: Path, source: str, small_calibration: bool, kv_downsample: int) 
         assert svdtool("quantize", str(fp16), "--calib", str(CALIBRATION), "-o", str(int8), *calibration) == 0
 
 
-def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int | None, width: int | None, memory: str) -> None:
+def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int | None, width: int | None, memory: str,
+          teacher_speed: Path | None = None) -> None:
+    from svdtool.outputs import read_manifest
     from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
     from svdtool.runtime.session import ir_generation_defaults
 
@@ -48,21 +51,32 @@ def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int 
         defaults = ir_generation_defaults(folder)
         settings = GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=measured_steps,
                                       memory=memory).resolved(defaults)
-        pipeline, manifest = load_ov_pipeline(folder, settings=settings)
-        result = generate(pipeline, image, settings, show_progress=False)
-        costs = call_costs(result.timings, settings.num_inference_steps)
         own_steps = defaults["num_inference_steps"]
+        if role == "teacher" and teacher_speed:  # the same IR's costs, measured by speed_ladder.py speed in this session
+            ladder = json.loads(teacher_speed.read_text())
+            shape = (ladder["frames"], ladder["height"], ladder["width"], ladder["memory"])
+            if shape != (settings.num_frames, settings.height, settings.width, memory):
+                raise SystemExit(f"{teacher_speed} measured {shape}, not {settings.num_frames}x{settings.height}x{settings.width} {memory}")
+            manifest, measured = read_manifest(folder), ladder["irs"][folder.name]
+            costs = {key: measured[key] for key in ("encoders_s", "unet_call_s", "decoder_s", "other_per_step_s")}
+            seconds, peak_rss_gb = video_seconds(costs, own_steps), measured["peak_rss_gb"]
+            video_is = f"computed from a measured 2-step video ({teacher_speed.name})"
+        else:
+            pipeline, manifest = load_ov_pipeline(folder, settings=settings)
+            result = generate(pipeline, image, settings, show_progress=False)
+            del pipeline
+            costs = call_costs(result.timings, settings.num_inference_steps)
+            seconds = result.timings["total"] if measured_steps is None else video_seconds(costs, own_steps)
+            peak_rss_gb = result.peak_rss_gb["overall"]
+            video_is = "measured" if measured_steps is None else f"computed from a measured {measured_steps}-step video"
         results[role] = {
             "ir": folder.name, "model": manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else ""),
             "sampler": manifest["source"].get("sampler", "euler"), "precision": manifest.get("quantization", {}).get("mode", manifest.get("weights")),
             "attention": manifest.get("attention", {}), "steps": own_steps,
             "guidance": [settings.min_guidance_scale, settings.max_guidance_scale], **costs,
-            "video_s": round(result.timings["total"] if measured_steps is None else video_seconds(costs, own_steps), 1),
-            "video_is": "measured" if measured_steps is None else f"computed from a measured {measured_steps}-step video",
-            "peak_rss_gb": result.peak_rss_gb["overall"]}
+            "video_s": round(seconds, 1), "video_is": video_is, "peak_rss_gb": peak_rss_gb}
         results.update(frames=settings.num_frames, height=settings.height, width=settings.width)
         print(role, results[role], flush=True)
-        del pipeline
     results["speedup"] = round(results["teacher"]["video_s"] / results["student"]["video_s"], 2)
     (work / f"fewstep_{name}.json").write_text(json.dumps(results, indent=2))
 
@@ -124,6 +138,8 @@ def main() -> None:
     for option in ("--frames", "--height", "--width"):
         speed_parser.add_argument(option, type=int)
     speed_parser.add_argument("--memory", default="standard")
+    speed_parser.add_argument("--teacher-speed", type=Path, help="speed_NAME.json of bench/speed_ladder.py speed, which measured "
+                              "TEACHER_IR (same folder name) in this session at the same size: its costs, not a second run")
     table_parser = stages.add_parser("table")
     table_parser.add_argument("work", type=Path)
     table_parser.add_argument("names", nargs="*")
@@ -133,7 +149,7 @@ def main() -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         build(args.work, args.source, args.calib_small, args.kv_downsample)
     elif args.stage == "speed":
-        speed(args.work, args.teacher, args.name, args.frames, args.height, args.width, args.memory)
+        speed(args.work, args.teacher, args.name, args.frames, args.height, args.width, args.memory, args.teacher_speed)
     else:
         table(args.work, args.names, args.bench)
 
