@@ -8,7 +8,9 @@ tenth of the VAE decoder's cost; diffusers' `AutoencoderTiny` is its architectur
 decoder is trained here: clips rendered as svd-mini's training renders them are encoded by the teacher's VAE
 (`latent_dist.sample()`, as the UNet's training latents are) and decoded by the teacher's temporal decoder; the tiny
 decoder learns the teacher's frames (L1 + MSE), frame by frame, from the latents in diffusion space (× the teacher's
-scaling factor), as TAESD takes SD's. A pool of clips is encoded and decoded once per call, so each step costs only
+scaling factor), as TAESD takes SD's; `--temporal W` adds the change between neighbouring frames (L1, weight W), which
+a decoder that sees one frame at a time otherwise gets wrong frame by frame, and `--init` fine-tunes an earlier one.
+A pool of clips is encoded and decoded once per call, so each step costs only
 the tiny decoder. Runs on a GPU or, slowly, on a CPU (bf16 autocast where it has AMX or AVX512-BF16).
 
 Written by hand: TAESD's training code is not published and diffusers has no AutoencoderTiny training example.
@@ -29,6 +31,7 @@ from .train_mini import _train, optimizer_for, read_state, require_pipeline, wri
 from .training_data import clip_batches
 
 app = typer.Typer(add_completion=False)
+CLIP_FRAMES = 8  # frames of each rendered clip, kept together in the pool
 
 
 def new_tiny_decoder(latent_channels: int) -> AutoencoderTiny:
@@ -65,7 +68,7 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device:
         encoder, decoder = compiled_teacher(vae, channels)
     stream = clip_batches(min(16, clips), seed, device, workers, "zoom")
     generator = torch.Generator(device).manual_seed(seed)
-    while sum(len(part) for part in latents) < clips * 8:
+    while sum(len(part) for part in latents) < clips * CLIP_FRAMES:
         batch = next(stream)[0]
         num_frames = batch.shape[1]
         if device == "cpu":
@@ -79,14 +82,25 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device:
         latents.append((encoded * scaling_factor).to(torch.bfloat16))
         frames.append(((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     del stream
-    return {"latents": torch.cat(latents)[:clips * 8], "frames": torch.cat(frames)[:clips * 8]}
+    return {"latents": torch.cat(latents)[:clips * CLIP_FRAMES], "frames": torch.cat(frames)[:clips * CLIP_FRAMES]}
 
 
-def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator) -> torch.Tensor:
-    index = torch.randint(0, len(pool["frames"]), (batch,), generator=generator, device=pool["frames"].device)
+def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator, temporal: float = 0.0) -> torch.Tensor:
+    """L1 + MSE against the teacher's frames, `batch` frames drawn at random; with `temporal` > 0 the batch is whole
+    clips, and the differences between neighbouring frames are matched too (L1, times `temporal`)."""
+    device = pool["frames"].device
+    if temporal > 0:
+        clips = torch.randint(0, len(pool["frames"]) // CLIP_FRAMES, (max(1, batch // CLIP_FRAMES),), generator=generator, device=device)
+        index = (clips[:, None] * CLIP_FRAMES + torch.arange(CLIP_FRAMES, device=device)).flatten()
+    else:
+        index = torch.randint(0, len(pool["frames"]), (batch,), generator=generator, device=device)
     target = pool["frames"][index].float() / 127.5 - 1
     decoded = tiny.decode(pool["latents"][index].float()).sample.float()
-    return (decoded - target).abs().mean() + ((decoded - target) ** 2).mean()
+    loss = (decoded - target).abs().mean() + ((decoded - target) ** 2).mean()
+    if temporal > 0:
+        clip_shape = (-1, CLIP_FRAMES, *decoded.shape[1:])
+        loss = loss + temporal * (decoded.view(clip_shape).diff(dim=1) - target.view(clip_shape).diff(dim=1)).abs().mean()
+    return loss
 
 
 def save_decoder(tiny: AutoencoderTiny, folder: Path, record: dict) -> None:
@@ -104,6 +118,8 @@ def main(
     teacher: Path = typer.Option(..., exists=True, file_okay=False, help="the pipeline whose VAE decoder is distilled"),
     out: Path = typer.Option(..., help="folder for the tiny decoder (an AutoencoderTiny folder, with training.json)"),
     state: Path = typer.Option(Path(".tiny-decoder"), help="state to resume from and save to"),
+    init: Path | None = typer.Option(None, help="a tiny decoder folder to start from when --state has none (fine-tuning)"),
+    temporal: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring frames"),
     minutes: float = typer.Option(30.0, min=0.0),
     batch: int = typer.Option(32, min=1, help="frames per step"),
     lr: float = typer.Option(1e-3),
@@ -113,6 +129,8 @@ def main(
 ) -> None:
     require_pipeline(teacher, "--teacher")
     saved = read_state(state, ("tiny", "optimizer", "steps", "log", "runs"))
+    if init is not None and not saved:
+        check_init(init, teacher)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
     tiny = new_tiny_decoder(int(vae.config.latent_channels))
@@ -120,6 +138,10 @@ def main(
     if saved:
         tiny.load_state_dict(saved["tiny"])
         steps, log, runs = saved["steps"], saved["log"], saved["runs"]
+    elif init is not None:
+        tiny = AutoencoderTiny.from_pretrained(init)
+        earlier = json.loads((init / "training.json").read_text()) if (init / "training.json").is_file() else {}
+        steps, runs = dict(earlier.get("steps", steps)), [*earlier.get("runs", []), f"fine-tuned from {init.name}"]
     tiny.to(device).train()
     tiny.encoder.requires_grad_(False)  # only the decoder is used (--vae-decoder); the encoder stays as built
     parameters = list(tiny.decoder.parameters())
@@ -135,14 +157,26 @@ def main(
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator), parameters, optimizer, None, itertools.repeat(None), minutes,
-           "decoder", steps, log, autocast, anneal=anneal)
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal), parameters, optimizer, None, itertools.repeat(None),
+           minutes, "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
+                f"{f', + {temporal:g} x L1 of the change between neighbouring frames' if temporal else ''}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
     write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs})
     save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, torch.cuda.get_device_name() if device == "cuda" else "cpu"))
     print(f"saved {out} after steps {steps}", flush=True)
+
+
+def check_init(init: Path, teacher: Path) -> None:
+    """A one-line error, before anything loads, when `init` is not a tiny decoder for the teacher's latents."""
+    config_file = init / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if config.get("_class_name") != "AutoencoderTiny":
+        raise typer.BadParameter(f"--init {init} is not a tiny decoder folder (no AutoencoderTiny config.json)")
+    channels = json.loads((teacher / "vae" / "config.json").read_text())["latent_channels"]
+    if config.get("latent_channels") != channels:
+        raise typer.BadParameter(f"--init {init} decodes {config.get('latent_channels')}-channel latents; the teacher's VAE makes {channels}")
 
 
 def _cpu_has_bf16() -> bool:
@@ -155,7 +189,8 @@ def training_record(teacher: Path, steps: dict, runs: list[str], device: str) ->
     from svdtool.outputs import library_versions
 
     return {"model": "tiny VAE decoder (AutoencoderTiny)", "teacher": teacher.name, "trained_on": device, "steps": steps,
-            "objective": "the teacher's temporal decoder's frames from its encoder's latents (diffusion space), L1 + MSE",
+            "objective": "the teacher's temporal decoder's frames from its encoder's latents (diffusion space), L1 + MSE "
+                         "(runs: any loss on the change between neighbouring frames)",
             "versions": library_versions(), "runs": runs}
 
 

@@ -4,6 +4,7 @@ taking the pipeline's latents at the scale it was trained on; `svdtool.models.ti
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import openvino as ov
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from svdtool.cli import app
 from svdtool.models import component_config, resolve_source
+from svdtool.models.tiny_decoder import CLIP_FRAMES, decoder_loss
 from svdtool.models.tiny_decoder import app as train_app
 
 runner = CliRunner()
@@ -94,7 +96,49 @@ def test_a_decoder_that_does_not_fit_is_refused_before_export(case, message, tmp
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "ir").exists()
 
 
-@pytest.mark.slow  # renders and encodes clips twice (~35 s): `pytest -m slow`
+class OffsetDecoder:
+    """Stands in for a tiny decoder: decodes the pool's frame i (its latent holds i) as the teacher's frame plus offset[i],
+    recording which frames it was given."""
+
+    def __init__(self, offsets: torch.Tensor):
+        self.offsets, self.seen = offsets, []
+
+    def decode(self, latents: torch.Tensor) -> SimpleNamespace:
+        index = latents[:, 0, 0, 0].long()
+        self.seen.append(index)
+        return SimpleNamespace(sample=torch.full((len(index), 3, 4, 4), -1.0) + self.offsets[index].view(-1, 1, 1, 1))
+
+
+def test_the_temporal_loss_takes_whole_clips_and_adds_the_error_of_each_frame_to_frame_change():
+    frames = 6 * CLIP_FRAMES
+    pool = {"latents": torch.arange(frames, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 4, 2, 2),
+            "frames": torch.zeros(frames, 3, 4, 4, dtype=torch.uint8)}  # the teacher's frames: all -1 in [-1, 1]
+    steady = OffsetDecoder(torch.full((frames,), 0.1))  # every frame off by 0.1: the change between frames is right
+    flicker = OffsetDecoder(0.1 * (1 - 2 * (torch.arange(frames) % 2)))  # off by +0.1, -0.1, ...: each change off by 0.2
+    for decoder, temporal_error in ((steady, 0.0), (flicker, 0.2)):
+        for weight in (0.0, 2.0):
+            loss = decoder_loss(decoder, pool, 2 * CLIP_FRAMES, torch.Generator().manual_seed(0), weight)
+            assert loss.item() == pytest.approx(0.1 + 0.01 + weight * temporal_error, abs=1e-6)
+    clips = torch.stack(steady.seen[-1].split(CLIP_FRAMES))
+    assert (clips[:, 0] % CLIP_FRAMES == 0).all() and (clips - clips[:, :1] == torch.arange(CLIP_FRAMES)).all()
+
+
+@pytest.mark.parametrize("case, message", [("not-tiny", "is not a tiny decoder folder"),
+                                           ("channels", "decodes 8-channel latents; the teacher's VAE makes 4")])
+def test_a_decoder_to_fine_tune_that_does_not_fit_is_refused_in_one_line(case, message, tiny_torch, tmp_path):
+    teacher, init = tmp_path / "teacher", tmp_path / "init"
+    tiny_torch.save_pretrained(teacher)
+    if case == "channels":
+        small_tiny_decoder(init, latent_channels=8)
+    else:
+        init.mkdir()
+    result = runner.invoke(train_app, ["--teacher", str(teacher), "--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
+                                       "--init", str(init)])
+    assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # renders and encodes clips three times (~50 s): `pytest -m slow`
 def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path):
     teacher = tmp_path / "teacher"
     tiny_torch.save_pretrained(teacher)
@@ -107,5 +151,12 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
         assert result.exit_code == 0, result.output
         steps.append(json.loads((out / "training.json").read_text())["steps"]["decoder"])
     assert 0 < steps[0] < steps[1]
+    tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss, from a fresh state
+    result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
+                                       "--init", str(out), "--temporal", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tuned / "training.json").read_text())
+    assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder" in record["runs"][-2]
+    assert "neighbouring frames" in record["runs"][-1]
     result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(out)])
     assert result.exit_code == 0, result.output
