@@ -134,7 +134,7 @@ def main(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
     tiny = new_tiny_decoder(int(vae.config.latent_channels))
-    steps, log, runs = {"decoder": 0}, [], []
+    steps, log, runs, earlier_device = {"decoder": 0}, [], [], None
     if saved:
         tiny.load_state_dict(saved["tiny"])
         steps, log, runs = saved["steps"], saved["log"], saved["runs"]
@@ -142,6 +142,7 @@ def main(
         tiny = AutoencoderTiny.from_pretrained(init)
         earlier = json.loads((init / "training.json").read_text()) if (init / "training.json").is_file() else {}
         steps, runs = dict(earlier.get("steps", steps)), [*earlier.get("runs", []), f"fine-tuned from {init.name}"]
+        earlier_device = earlier.get("trained_on")
     tiny.to(device).train()
     tiny.encoder.requires_grad_(False)  # only the decoder is used (--vae-decoder); the encoder stays as built
     parameters = list(tiny.decoder.parameters())
@@ -164,7 +165,9 @@ def main(
                 f"{f', + {temporal:g} x L1 of the change between neighbouring frames' if temporal else ''}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
     write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs})
-    save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, torch.cuda.get_device_name() if device == "cuda" else "cpu"))
+    this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    trained_on = f"{earlier_device}, then {this_device}" if earlier_device and earlier_device != this_device else this_device
+    save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, trained_on))
     print(f"saved {out} after steps {steps}", flush=True)
 
 
