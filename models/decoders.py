@@ -14,26 +14,27 @@ from svdtool.errors import SvdtoolError
 TINY_CLASS = "AutoencoderTiny"
 
 
-def check_decoder_spec(spec: str) -> str:
-    """Without loading weights: an absolute local AutoencoderTiny folder, or a Hub id as given; one-line error otherwise."""
+def check_decoder_spec(spec: str, option: str = "--vae-decoder") -> str:
+    """Without loading weights: an absolute local AutoencoderTiny folder, or a Hub id as given; one-line error (naming
+    `option`) otherwise."""
     path = Path(spec).expanduser()
     if path.exists():
         config = path / "config.json"
         if not config.is_file():
-            raise SvdtoolError(f"--vae-decoder {spec}: give a diffusers AutoencoderTiny folder (with config.json) or a Hub id")
+            raise SvdtoolError(f"{option} {spec}: give a diffusers AutoencoderTiny folder (with config.json) or a Hub id")
         try:
             found = json.loads(config.read_text()).get("_class_name")
         except (OSError, ValueError, AttributeError) as exc:
-            raise SvdtoolError(f"--vae-decoder {spec}: config.json is not readable JSON ({exc})") from exc
+            raise SvdtoolError(f"{option} {spec}: config.json is not readable JSON ({exc})") from exc
         if found != TINY_CLASS:
-            raise SvdtoolError(f"--vae-decoder {spec} holds a {found or 'model of no class'}, not an {TINY_CLASS} (TAESD's architecture)")
+            raise SvdtoolError(f"{option} {spec} holds a {found or 'model of no class'}, not an {TINY_CLASS} (TAESD's architecture)")
         return str(path.resolve())
     if spec.count("/") == 1 and all(spec.split("/")):
         return spec
-    raise SvdtoolError(f"--vae-decoder {spec} does not exist: give a local AutoencoderTiny folder or a Hub id like madebyollin/taesd")
+    raise SvdtoolError(f"{option} {spec} does not exist: give a local AutoencoderTiny folder or a Hub id like madebyollin/taesd")
 
 
-def decoder_config(spec: str) -> dict[str, Any]:
+def decoder_config(spec: str, option: str = "--vae-decoder") -> dict[str, Any]:
     """The tiny decoder's config (read without loading weights; a Hub id downloads config.json only)."""
     from diffusers import AutoencoderTiny
 
@@ -41,21 +42,21 @@ def decoder_config(spec: str) -> dict[str, Any]:
         return dict(AutoencoderTiny.load_config(spec))
     except Exception as exc:  # local and Hub failures come as many types; the user needs the first line
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SvdtoolError(f"could not read the config of --vae-decoder {spec}: {first_line}") from exc
+        raise SvdtoolError(f"could not read the config of {option} {spec}: {first_line}") from exc
 
 
-def check_decoder_fits(spec: str, vae_config: dict[str, Any]) -> None:
+def check_decoder_fits(spec: str, vae_config: dict[str, Any], option: str = "--vae-decoder") -> None:
     """The tiny decoder must take the pipeline VAE's latents (same channel count) and upscale them as much as the VAE
     downscales; one-line error otherwise."""
-    config = decoder_config(spec)
+    config = decoder_config(spec, option)
     channels, wanted = config.get("latent_channels", 4), vae_config["latent_channels"]
     if channels != wanted:
-        raise SvdtoolError(f"--vae-decoder {spec} decodes {channels}-channel latents, but this pipeline's VAE makes {wanted}: "
+        raise SvdtoolError(f"{option} {spec} decodes {channels}-channel latents, but this pipeline's VAE makes {wanted}: "
                            "give a tiny decoder trained for this latent space (python -m svdtool.models.tiny_decoder)")
     upscale = config.get("upsampling_scaling_factor", 2) ** (len(config.get("decoder_block_out_channels", (64,) * 4)) - 1)
     downscale = 2 ** (len(vae_config["block_out_channels"]) - 1)
     if upscale != downscale:
-        raise SvdtoolError(f"--vae-decoder {spec} upscales latents {upscale}x, but this pipeline's VAE downscales frames {downscale}x")
+        raise SvdtoolError(f"{option} {spec} upscales latents {upscale}x, but this pipeline's VAE downscales frames {downscale}x")
 
 
 def load_tiny_decoder(spec: str):

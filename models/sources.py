@@ -33,7 +33,6 @@ COMPONENTS: dict[str, type] = {
     "scheduler": EulerDiscreteScheduler,
     "feature_extractor": CLIPImageProcessor,
 }
-_TORCH_COMPONENTS = WEIGHT_COMPONENTS
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # what --dtype of the PyTorch paths names
 
 
@@ -153,13 +152,13 @@ def load_component(source: Source, name: str, torch_dtype: torch.dtype = torch.f
 def _load_own_component(source: Source, name: str, torch_dtype: torch.dtype) -> Any:
     if source.kind == "preset":
         component = PRESETS[source.ref].build_component(name)
-        if name in _TORCH_COMPONENTS and torch_dtype != torch.float32:
+        if name in WEIGHT_COMPONENTS and torch_dtype != torch.float32:
             component = component.to(torch_dtype)
         return component
     kwargs: dict[str, Any] = {"subfolder": name}
     if source.kind == "hub" and source.revision:
         kwargs["revision"] = source.revision
-    if name in _TORCH_COMPONENTS:
+    if name in WEIGHT_COMPONENTS:
         kwargs["torch_dtype"] = torch_dtype
         if source.variant:
             kwargs["variant"] = source.variant
@@ -173,7 +172,7 @@ def _load_own_component(source: Source, name: str, torch_dtype: torch.dtype) -> 
         where = "the Hugging Face Hub" if source.kind == "hub" else "the local folder"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SvdtoolError(f"could not load {name} of {source.ref!r} from {where} (tried {name}/ there): {first_line}") from exc
-    return component.eval() if name in _TORCH_COMPONENTS else component
+    return component.eval() if name in WEIGHT_COMPONENTS else component
 
 
 def load_pipeline(source: Source | str, torch_dtype: torch.dtype = torch.float32) -> StableVideoDiffusionPipeline:

@@ -27,6 +27,9 @@ import torch
 import typer
 from diffusers import AutoencoderKLTemporalDecoder, AutoencoderTiny
 
+from svdtool.errors import SvdtoolError
+
+from .decoders import check_decoder_fits, check_decoder_spec
 from .train_mini import _train, optimizer_for, read_state, require_pipeline, write_state
 from .training_data import clip_batches
 
@@ -129,20 +132,23 @@ def main(
 ) -> None:
     require_pipeline(teacher, "--teacher")
     saved = read_state(state, ("tiny", "optimizer", "steps", "log", "runs"))
-    if init is not None and not saved:
-        check_init(init, teacher)
+    if init is not None and not saved:  # the checks export runs on --vae-decoder
+        try:
+            check_decoder_fits(check_decoder_spec(str(init), "--init"), json.loads((teacher / "vae" / "config.json").read_text()), "--init")
+        except SvdtoolError as exc:
+            raise typer.BadParameter(str(exc)) from exc
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
     tiny = new_tiny_decoder(int(vae.config.latent_channels))
-    steps, log, runs, earlier_device = {"decoder": 0}, [], [], None
+    steps, log, runs, trained_on = {"decoder": 0}, [], [], None
     if saved:
         tiny.load_state_dict(saved["tiny"])
-        steps, log, runs = saved["steps"], saved["log"], saved["runs"]
+        steps, log, runs, trained_on = saved["steps"], saved["log"], saved["runs"], saved.get("trained_on")
     elif init is not None:
         tiny = AutoencoderTiny.from_pretrained(init)
         earlier = json.loads((init / "training.json").read_text()) if (init / "training.json").is_file() else {}
         steps, runs = dict(earlier.get("steps", steps)), [*earlier.get("runs", []), f"fine-tuned from {init.name}"]
-        earlier_device = earlier.get("trained_on")
+        trained_on = earlier.get("trained_on")
     tiny.to(device).train()
     tiny.encoder.requires_grad_(False)  # only the decoder is used (--vae-decoder); the encoder stays as built
     parameters = list(tiny.decoder.parameters())
@@ -164,22 +170,12 @@ def main(
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
                 f"{f', + {temporal:g} x L1 of the change between neighbouring frames' if temporal else ''}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
-    write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs})
-    this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    trained_on = f"{earlier_device}, then {this_device}" if earlier_device and earlier_device != this_device else this_device
+    this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # appended where the run before had another
+    trained_on = this_device if not trained_on else trained_on if trained_on.endswith(this_device) else f"{trained_on}, then {this_device}"
+    write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs,
+                        "trained_on": trained_on})
     save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, trained_on))
     print(f"saved {out} after steps {steps}", flush=True)
-
-
-def check_init(init: Path, teacher: Path) -> None:
-    """A one-line error, before anything loads, when `init` is not a tiny decoder for the teacher's latents."""
-    config_file = init / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    if config.get("_class_name") != "AutoencoderTiny":
-        raise typer.BadParameter(f"--init {init} is not a tiny decoder folder (no AutoencoderTiny config.json)")
-    channels = json.loads((teacher / "vae" / "config.json").read_text())["latent_channels"]
-    if config.get("latent_channels") != channels:
-        raise typer.BadParameter(f"--init {init} decodes {config.get('latent_channels')}-channel latents; the teacher's VAE makes {channels}")
 
 
 def _cpu_has_bf16() -> bool:

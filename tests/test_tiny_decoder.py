@@ -123,8 +123,9 @@ def test_the_temporal_loss_takes_whole_clips_and_adds_the_error_of_each_frame_to
     assert (clips[:, 0] % CLIP_FRAMES == 0).all() and (clips - clips[:, :1] == torch.arange(CLIP_FRAMES)).all()
 
 
-@pytest.mark.parametrize("case, message", [("not-tiny", "is not a tiny decoder folder"),
-                                           ("channels", "decodes 8-channel latents; the teacher's VAE makes 4")])
+@pytest.mark.parametrize("case, message", [("not-tiny", "give a diffusers AutoencoderTiny folder (with config.json)"),
+                                           ("corrupt", "config.json is not readable JSON"),
+                                           ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4")])
 def test_a_decoder_to_fine_tune_that_does_not_fit_is_refused_in_one_line(case, message, tiny_torch, tmp_path):
     teacher, init = tmp_path / "teacher", tmp_path / "init"
     tiny_torch.save_pretrained(teacher)
@@ -132,6 +133,8 @@ def test_a_decoder_to_fine_tune_that_does_not_fit_is_refused_in_one_line(case, m
         small_tiny_decoder(init, latent_channels=8)
     else:
         init.mkdir()
+    if case == "corrupt":
+        (init / "config.json").write_text("{half a file")
     result = runner.invoke(train_app, ["--teacher", str(teacher), "--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
                                        "--init", str(init)])
     assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split()), result.output
