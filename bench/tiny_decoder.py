@@ -5,10 +5,10 @@
         exports it (SPEC; default: TAESD's architecture with random weights, since speed does not depend on them),
         both compiled as the runtime compiles them (the CPU's default precision), at HxW (576x1024)
         -> bench/results/tiny_decoder_speed_NAME.{json,md}
-    python bench/tiny_decoder.py quality WORK DECODER
+    python bench/tiny_decoder.py quality WORK DECODER [--results NAME]
         svd-mini exported without and with DECODER (its tiny decoder, trained by `python -m svdtool.models.tiny_decoder`),
         both quantized (default INT8), validated against the exact PyTorch fp32 run (25 Euler steps) on the held-out
-        photos (bench/heldout) -> bench/results/tiny_decoder_mini.{json,md}
+        photos (bench/heldout) -> bench/results/NAME.{json,md} (tiny_decoder_mini)
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, w
     save(f"tiny_decoder_speed_{name}", results, markdown)
 
 
-def quality(work: Path, decoder: str) -> None:
+def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> None:
     work.mkdir(parents=True, exist_ok=True)
     irs = {"exact": work / "exact-fp16", "tiny": work / "tiny-fp16"}
     for key, folder in irs.items():
@@ -132,13 +132,17 @@ def quality(work: Path, decoder: str) -> None:
         "# svd-mini with its tiny decoder (`--vae-decoder`) against its temporal decoder", "",
         f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); `svdtool validate` against the exact PyTorch fp32 run "
         "(25 Euler steps, 128x128x8) on the 5 held-out photos (bench/heldout), default thresholds. Tiny decoder: "
-        f"`{Path(decoder).name}`" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
+        f"`{Path(decoder).name}` ({_width(decoder)} channels a block)" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
         "", *lines, "",
         f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --state STATE "
-        "--minutes M --pool-clips N` once per run named above (the state carries over), then "
-        f"`python bench/tiny_decoder.py quality WORK {Path(decoder).name}`", ""])
-    save("tiny_decoder_mini", {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
+        f"--minutes M --pool-clips N{'' if _width(decoder) == 64 else f' --channels {_width(decoder)}'}` once per run named above (the state carries over), then "
+        f"`python bench/tiny_decoder.py quality WORK {Path(decoder).name} --results {results}`", ""])
+    save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
                                "reference": reference_summary, "irs": rows}, markdown)
+
+
+def _width(decoder: str) -> int:
+    return json.loads((Path(decoder) / "config.json").read_text())["decoder_block_out_channels"][0]
 
 
 def main() -> None:
@@ -151,12 +155,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--results", default="tiny_decoder_mini", help="quality: the result files' name")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if args.mode == "speed":
         speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width)
     else:
-        quality(args.folder, args.name)
+        quality(args.folder, args.name, args.results)
 
 
 if __name__ == "__main__":

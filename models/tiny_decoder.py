@@ -37,10 +37,10 @@ app = typer.Typer(add_completion=False)
 CLIP_FRAMES = 8  # frames of each rendered clip, kept together in the pool
 
 
-def new_tiny_decoder(latent_channels: int) -> AutoencoderTiny:
-    """TAESD's architecture (diffusers' defaults) for `latent_channels` latents, taking latents in diffusion space
-    (scaling factor 1, as madebyollin/taesd)."""
-    return AutoencoderTiny(latent_channels=latent_channels, scaling_factor=1.0)
+def new_tiny_decoder(latent_channels: int, channels: int = 64) -> AutoencoderTiny:
+    """TAESD's architecture (diffusers' defaults: `channels` 64) for `latent_channels` latents, taking latents in
+    diffusion space (scaling factor 1, as madebyollin/taesd); a wider decoder has `channels` in each of its blocks."""
+    return AutoencoderTiny(latent_channels=latent_channels, scaling_factor=1.0, decoder_block_out_channels=(channels,) * 4)
 
 
 def compiled_teacher(vae: AutoencoderKLTemporalDecoder, latent_channels: int):
@@ -123,6 +123,7 @@ def main(
     state: Path = typer.Option(Path(".tiny-decoder"), help="state to resume from and save to"),
     init: Path | None = typer.Option(None, help="a tiny decoder folder to start from when --state has none (fine-tuning)"),
     temporal: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring frames"),
+    channels: int = typer.Option(64, min=8, help="a new decoder's width (TAESD's: 64; a fine-tune keeps --init's)"),
     minutes: float = typer.Option(30.0, min=0.0),
     batch: int = typer.Option(32, min=1, help="frames per step"),
     lr: float = typer.Option(1e-3),
@@ -139,7 +140,7 @@ def main(
             raise typer.BadParameter(str(exc)) from exc
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
-    tiny = new_tiny_decoder(int(vae.config.latent_channels))
+    tiny = new_tiny_decoder(int(vae.config.latent_channels), saved.get("channels", 64) if saved else channels)
     steps, log, runs, trained_on = {"decoder": 0}, [], [], None
     if saved:
         tiny.load_state_dict(saved["tiny"])
@@ -173,7 +174,7 @@ def main(
     this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # appended where the run before had another
     trained_on = this_device if not trained_on else trained_on if trained_on.endswith(this_device) else f"{trained_on}, then {this_device}"
     write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs,
-                        "trained_on": trained_on})
+                        "trained_on": trained_on, "channels": tiny.config.decoder_block_out_channels[0]})
     save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, trained_on))
     print(f"saved {out} after steps {steps}", flush=True)
 

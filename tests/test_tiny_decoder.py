@@ -149,11 +149,12 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
     arguments = ["--teacher", str(teacher), "--out", str(out), "--state", str(state), "--minutes", "0.01", "--batch", "2",
                  "--pool-clips", "2", "--workers", "0"]
     steps = []
-    for _ in range(2):
-        result = runner.invoke(train_app, arguments)
+    for run in range(2):  # a narrower decoder than TAESD's; the resumed run keeps its width without being told
+        result = runner.invoke(train_app, [*arguments, *(["--channels", "16"] if run == 0 else [])])
         assert result.exit_code == 0, result.output
         steps.append(json.loads((out / "training.json").read_text())["steps"]["decoder"])
     assert 0 < steps[0] < steps[1]
+    assert json.loads((out / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
     tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss, from a fresh state
     result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
                                        "--init", str(out), "--temporal", "1"])
@@ -161,5 +162,6 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
     record = json.loads((tuned / "training.json").read_text())
     assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder" in record["runs"][-2]
     assert "neighbouring frames" in record["runs"][-1]
+    assert json.loads((tuned / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
     result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(out)])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,65 @@
+"""The VAE decoder's call with its exported FP16 weights against weight-only INT8 (nncf.compress_weights, what
+`--mode int8` did to the decoder until it kept it as exported), isolated: one chunk of latents, same machine, same
+process, median of 3 calls after a warm-up.
+
+    python bench/decoder_weights.py FP_IR NAME [--frames 8 --height 576 --width 1024]   -> bench/results/decoder_weights_NAME.{json,md}
+
+The weights may be random (svd-xt): this measures speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from common import machine, save, timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fp_ir")
+    parser.add_argument("name")
+    parser.add_argument("--frames", type=int, default=8, help="latents in one decoder call (svdtool's decode chunk)")
+    parser.add_argument("--height", type=int, default=576)
+    parser.add_argument("--width", type=int, default=1024)
+    args = parser.parse_args()
+    import nncf
+
+    from svdtool.outputs import read_manifest
+
+    source = read_manifest(Path(args.fp_ir))["source"]
+    model = source["ref"] + (" (random weights)" if source.get("random_weights") else "")
+    core = ov.Core()
+    exported = core.read_model(f"{args.fp_ir}/vae_decoder/openvino_model.xml")
+    variants = {"FP16 weights (exported)": exported,
+                "INT8 weights (nncf.compress_weights INT8_ASYM)": nncf.compress_weights(
+                    core.read_model(f"{args.fp_ir}/vae_decoder/openvino_model.xml"), mode=nncf.CompressWeightsMode.INT8_ASYM)}
+    latents = np.random.default_rng(0).standard_normal((args.frames, 4, args.height // 8, args.width // 8)).astype(np.float32)
+    rows = {}
+    for label, variant in variants.items():
+        compiled = core.compile_model(variant, "CPU")
+        rows[label] = {**timed(lambda: compiled(latents)),
+                       "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+        del compiled
+        print(label, rows[label], flush=True)
+    baseline = rows["FP16 weights (exported)"]["median_s"]
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "model": model,
+              "chunk": [args.frames, 4, args.height // 8, args.width // 8], "variants": rows}
+    cpu = result["machine"]
+    lines = [f"# The VAE decoder: exported FP16 weights against weight-only INT8 ({args.width}×{args.height}, {args.frames} frames a call)", "",
+             f"{cpu['cpu']} ({cpu['cores']} cores; {', '.join(cpu['isa'])}); {model}'s FP16 IR, its vae_decoder, one call on "
+             f"{args.frames} latents of {args.height // 8}×{args.width // 8}, median of 3 after a warm-up.", "",
+             "| decoder weights | inference precision | s / call | vs FP16 weights |", "|---|---|---|---|"]
+    for label, row in rows.items():
+        lines.append(f"| {label} | {row['inference_precision']} | {row['median_s']} | {baseline / row['median_s']:.2f}× |")
+    lines += ["", f"Reproduce: `python bench/decoder_weights.py FP_IR {args.name} --frames {args.frames} --height {args.height} "
+                  f"--width {args.width}`"]
+    save(f"decoder_weights_{args.name}", result, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
