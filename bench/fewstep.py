@@ -119,8 +119,9 @@ def table(work: Path, names: list[str], bench_files: list[str]) -> None:
 
 
 def _steps(run: dict[str, Any]) -> str:
-    guidance = run.get("guidance")
-    return f"{run['steps']} steps" + (f", guidance {guidance[0]:g} → {guidance[1]:g}" if guidance else "")
+    guidance, kv_downsample = run.get("guidance"), run.get("attention", {}).get("kv_downsample", 1)
+    return (f"{run['steps']} steps" + (f", guidance {guidance[0]:g} → {guidance[1]:g}" if guidance else "")
+            + (f", ToDo×{kv_downsample}" if kv_downsample > 1 else ""))
 
 
 def main() -> None:
