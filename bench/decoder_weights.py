@@ -1,6 +1,6 @@
 """The VAE decoder's call with its exported FP16 weights against weight-only INT8 (nncf.compress_weights, what
-`--mode int8` did to the decoder until it kept it as exported), isolated: one chunk of latents, same machine, same
-process, median of 3 calls after a warm-up.
+`--mode int8` does to the decoder), isolated: one chunk of latents, one machine, one process, median of 3 calls after
+a warm-up.
 
     python bench/decoder_weights.py FP_IR NAME [--frames 8 --height 576 --width 1024]   -> bench/results/decoder_weights_NAME.{json,md}
 

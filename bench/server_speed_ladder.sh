@@ -14,7 +14,7 @@
 #   bench/server_speed_ladder.sh collect OUT   wait up to 9 minutes for what was started, then copy what is done to OUT
 # FRAMES ("25 14") picks the frame counts measured; CPUS (e.g. 2-15) pins the work with taskset, leaving the other cores
 # to a GPU job that shares the call (the result files record the cores used). FRAMES=25 took the ladder about 23
-# minutes on 14 cores (2026-12-07); the student about 20.
+# minutes on 14 cores (2026-12-07); the student about 20 (estimated from the ladder's stages).
 # Then here: python bench/speed_ladder.py table WORK --speed xeon25 --speed xeon14 (WORK holding OUT's speed_*.json),
 # or, for the student, OUT's fewstep_*.json copied into WORK and python bench/fewstep.py table WORK xeon25 xeon14.
 set -euo pipefail
