@@ -1,9 +1,9 @@
 """A tiny VAE decoder (`svdtool export --vae-decoder`, TAESD's architecture) against SVD's temporal decoder (#45).
 
-    python bench/tiny_decoder.py speed IR_DIR NAME [--decoder SPEC] [--frames F] [--height H] [--width W]
+    python bench/tiny_decoder.py speed IR_DIR NAME [--decoder SPEC | --channels C] [--frames F] [--height H] [--width W]
         one chunk of F frames (8) through IR_DIR's vae_decoder and through a tiny decoder exported as `--vae-decoder`
-        exports it (SPEC; default: TAESD's architecture with random weights, since speed does not depend on them),
-        both compiled as the runtime compiles them (the CPU's default precision), at HxW (576x1024)
+        exports it (SPEC; default: TAESD's architecture, C (64) channels a block, with random weights, since speed does
+        not depend on them), both compiled as the runtime compiles them (the CPU's default precision), at HxW (576x1024)
         -> bench/results/tiny_decoder_speed_NAME.{json,md}
     python bench/tiny_decoder.py quality WORK DECODER [--results NAME]
         svd-mini exported without and with DECODER (its tiny decoder, trained by `python -m svdtool.models.tiny_decoder`),
@@ -52,31 +52,31 @@ def time_decoder(xml: Path, latents: np.ndarray) -> dict:
             "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
 
 
-def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path) -> Path:
-    """The tiny decoder's IR as `svdtool export --vae-decoder` writes it (TinyDecoderWrapper, fp16 weights)."""
-    from diffusers import AutoencoderTiny
-
+def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path, channels: int = 64) -> Path:
+    """The tiny decoder's IR as `svdtool export --vae-decoder` writes it (TinyDecoderWrapper, fp16 weights); without
+    `spec`, TAESD's architecture `channels` wide with random weights."""
     from svdtool.convert.export import _convert, _save_component
     from svdtool.convert.wrappers import ExportShape
     from svdtool.models.decoders import latent_scale, load_tiny_decoder
+    from svdtool.models.tiny_decoder import new_tiny_decoder
 
-    tiny = load_tiny_decoder(spec) if spec else AutoencoderTiny(latent_channels=vae_config["latent_channels"], scaling_factor=1.0)
+    tiny = load_tiny_decoder(spec) if spec else new_tiny_decoder(vae_config["latent_channels"], channels)
     model = _convert("vae_decoder", tiny.eval(), ExportShape(64, 64, 2), vae_config, "openvino", folder,
                      scale=latent_scale(tiny, vae_config))
     _save_component(folder / "tiny", model, vae_config, "fp16")
     return folder / "tiny" / "openvino_model.xml"
 
 
-def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, width: int) -> None:
+def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, width: int, channels: int = 64) -> None:
     vae_config = json.loads((ir_dir / "vae_decoder" / "config.json").read_text())
     scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
     latents = np.random.default_rng(0).standard_normal((frames, vae_config["latent_channels"], height // scale, width // scale),
                                                        dtype=np.float32)
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "ir": str(ir_dir), "frames": frames, "height": height,
-               "width": width, "tiny_decoder": spec or "TAESD's architecture (AutoencoderTiny defaults), random weights"}
+               "width": width, "tiny_decoder": spec or f"TAESD's architecture (AutoencoderTiny), {channels} channels a block, random weights"}
     results["temporal"] = time_decoder(ir_dir / "vae_decoder" / "openvino_model.xml", latents)
     with tempfile.TemporaryDirectory() as tmp:
-        results["tiny"] = time_decoder(tiny_decoder_ir(spec, vae_config, Path(tmp)), latents)
+        results["tiny"] = time_decoder(tiny_decoder_ir(spec, vae_config, Path(tmp), channels), latents)
     ratio = results["temporal"]["call_s"] / results["tiny"]["call_s"]
     results["speed_up"] = round(ratio, 2)
     info = results["machine"]
@@ -88,7 +88,8 @@ def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, w
         *[f"| {label} | {results[key]['call_s']} | {results[key]['per_frame_s']} | {results[key]['precision']} |"
           for key, label in (("temporal", "temporal (the IR's own)"), ("tiny", "tiny (`--vae-decoder`)"))],
         "", f"Speed-up: **{ratio:.1f}×**.", "",
-        f"Reproduce: `python bench/tiny_decoder.py speed {ir_dir.name} {name} --frames {frames} --height {height} --width {width}`", ""])
+        f"Reproduce: `python bench/tiny_decoder.py speed {ir_dir.name} {name} --frames {frames} --height {height} --width {width}"
+        f"{'' if spec or channels == 64 else f' --channels {channels}'}`", ""])
     save(f"tiny_decoder_speed_{name}", results, markdown)
 
 
@@ -155,11 +156,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--channels", type=int, default=64, help="speed without --decoder: the random tiny decoder's width")
     parser.add_argument("--results", default="tiny_decoder_mini", help="quality: the result files' name")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if args.mode == "speed":
-        speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width)
+        speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width, args.channels)
     else:
         quality(args.folder, args.name, args.results)
 
