@@ -33,11 +33,10 @@ def main() -> None:
 
     source = read_manifest(Path(args.fp_ir))["source"]
     model = source["ref"] + (" (random weights)" if source.get("random_weights") else "")
-    core = ov.Core()
-    exported = core.read_model(f"{args.fp_ir}/vae_decoder/openvino_model.xml")
-    variants = {"FP16 weights (exported)": exported,
+    core, xml = ov.Core(), Path(args.fp_ir) / "vae_decoder" / "openvino_model.xml"
+    variants = {"FP16 weights (exported)": core.read_model(xml),  # a model of its own: compress_weights changes the one it gets
                 "INT8 weights (nncf.compress_weights INT8_ASYM)": nncf.compress_weights(
-                    core.read_model(f"{args.fp_ir}/vae_decoder/openvino_model.xml"), mode=nncf.CompressWeightsMode.INT8_ASYM)}
+                    core.read_model(xml), mode=nncf.CompressWeightsMode.INT8_ASYM)}
     latents = np.random.default_rng(0).standard_normal((args.frames, 4, args.height // 8, args.width // 8)).astype(np.float32)
     rows = {}
     for label, variant in variants.items():

@@ -129,14 +129,15 @@ def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> Non
         lines.append(f"| {label} | {verdict} | {row['psnr_mean']:.1f} / {row['psnr_worst']:.1f} | {row['ssim_mean']:.3f} | "
                      f"{row['sharpness']:.1f} | {row['flicker']:.3f} | {row['decode_s']:.2f} | {row['video_s']:.2f} |")
     trained = json.loads((Path(decoder) / "training.json").read_text()) if (Path(decoder) / "training.json").is_file() else {}
+    width = _width(decoder)
     markdown = "\n".join([
         "# svd-mini with its tiny decoder (`--vae-decoder`) against its temporal decoder", "",
         f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); `svdtool validate` against the exact PyTorch fp32 run "
         "(25 Euler steps, 128x128x8) on the 5 held-out photos (bench/heldout), default thresholds. Tiny decoder: "
-        f"`{Path(decoder).name}` ({_width(decoder)} channels a block)" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
+        f"`{Path(decoder).name}` ({width} channels a block)" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
         "", *lines, "",
         f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --state STATE "
-        f"--minutes M --pool-clips N{'' if _width(decoder) == 64 else f' --channels {_width(decoder)}'}` once per run named above (the state carries over), then "
+        f"--minutes M --pool-clips N{'' if width == 64 else f' --channels {width}'}` once per run named above (the state carries over), then "
         f"`python bench/tiny_decoder.py quality WORK {Path(decoder).name} --results {results}`", ""])
     save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
                                "reference": reference_summary, "irs": rows}, markdown)
