@@ -39,12 +39,17 @@ RUNGS = [("exact", "exact", "fp16"), ("exact", "exact", "int8"), ("todo2", "exac
 # Explored and left out of the presets, svd-mini only (its IRs carry DeepCache branch 0): DeepCache every 2nd step on
 # top of the fast and balanced step counts.
 CACHED_RUNGS = [("exact", "fast", "int8"), ("exact", "balanced", "int8")]
-# Explored below `fast`: the INT8 IR at this share of the steps (a preset registered here only, run in-process).
+# Explored below `fast`: the INT8 IRs at this share of the steps (a preset registered here only: EXPLORED_CLI).
 EXPLORED_FRACTION = 0.32
+EXPLORED_RUNGS = [("exact", "explored", "int8"), ("todo2", "explored", "int8")]
+EXPLORED_CLI = "import sys, speed_ladder; speed_ladder.register_explored(); from svdtool.cli import app; sys.argv[0] = 'svdtool'; app()"
 
 
-def svdtool(*args: str, env: dict[str, str] | None = None) -> int:
-    return subprocess.run([sys.executable, "-m", "svdtool.cli", *args], env={**os.environ, **(env or {})}).returncode
+def svdtool(*args: str, env: dict[str, str] | None = None, explored: bool = False) -> int:
+    """svdtool's CLI in a child process (`explored`: with the explored preset registered)."""
+    command = ["-c", EXPLORED_CLI] if explored else ["-m", "svdtool.cli"]
+    path = os.pathsep.join(filter(None, (str(Path(__file__).parent), os.environ.get("PYTHONPATH"))))
+    return subprocess.run([sys.executable, *command, *args], env={**os.environ, "PYTHONPATH": path, **(env or {})}).returncode
 
 
 def ir_folder(work: Path, attention: str, precision: str) -> Path:
@@ -57,14 +62,14 @@ def rung_name(attention: str, speed: str, precision: str, cached: bool = False) 
 
 def rung_label(attention: str, speed: str, precision: str, cached: bool = False) -> str:
     if speed == "explored":
-        return f"INT8, {EXPLORED_FRACTION} of the steps (explored below `fast`)"
+        return f"INT8{IRS[attention][0]}, {EXPLORED_FRACTION} of the steps (explored below `fast`)"
     return (f"{'FP16 IR' if precision == 'fp16' else 'INT8'}{IRS[attention][0]}, `--speed {speed}`"
             f"{' + DeepCache every 2nd step (left out)' if cached else ''}")
 
 
 def all_rungs() -> list[tuple[str, str, str, bool]]:
     return ([(*rung, False) for rung in RUNGS] + [(*rung, True) for rung in CACHED_RUNGS]
-            + [("exact", "explored", "int8", False)])
+            + [(*rung, False) for rung in EXPLORED_RUNGS])
 
 
 def register_explored() -> None:
@@ -101,16 +106,10 @@ def quality(work: Path, size: int | None = None) -> None:
     for attention, speed, precision, cached in all_rungs():
         for kind, (env, hint) in kinds.items():
             out = work / f"val-{rung_name(attention, speed, precision, cached)}-{kind}"
-            if speed == "explored" and kind == "native" and not (out / "report.json").is_file():
-                from svdtool.runtime import GenerationSettings
-                from svdtool.validate import validate
-
-                register_explored()
-                validate(ir_folder(work, attention, precision), str(reference), out, settings=GenerationSettings(speed=speed),
-                         overwrite=True)
-            elif speed != "explored" and not (out / "report.json").is_file():
+            if not (out / "report.json").is_file():
                 svdtool("validate", str(ir_folder(work, attention, precision)), "--reference", str(reference), "--speed", speed,
-                        "--precision", hint, "-o", str(out), "--overwrite", *(["--cache-interval", "2"] if cached else []), env=env)
+                        "--precision", hint, "-o", str(out), "--overwrite", *(["--cache-interval", "2"] if cached else []), env=env,
+                        explored=speed == "explored")
 
 
 def quality_at(work: Path, size: int) -> None:
@@ -119,11 +118,11 @@ def quality_at(work: Path, size: int) -> None:
     if not reference.is_dir():
         assert svdtool("reference", "mini", "--images", str(HELD_OUT), "-o", str(reference), "--device", "cpu", "--dtype", "fp32",
                        "--height", str(size), "--width", str(size)) == 0
-    for attention, speed, precision in RUNGS:
+    for attention, speed, precision in RUNGS + EXPLORED_RUNGS:
         out = folder / f"val-{rung_name(attention, speed, precision)}-native"
         if not (out / "report.json").is_file():
             svdtool("validate", str(ir_folder(work, attention, precision)), "--reference", str(reference), "--speed", speed,
-                    "-o", str(out), "--overwrite")
+                    "-o", str(out), "--overwrite", explored=speed == "explored")
 
 
 def speed(work: Path, name: str, frames: int, height: int, width: int, memory: str) -> None:
@@ -169,9 +168,13 @@ def table(work: Path, speed_names: list[str]) -> None:
     recorded_file = RESULTS / "speed_ladder.json"
     recorded = json.loads(recorded_file.read_text()) if recorded_file.is_file() else {"rungs": [], "speed": {}}
     recorded_rows = {row["rung"]: row for row in recorded["rungs"]}
-    quality_here = any(work.glob("val-*/report.json"))
-    results: dict[str, Any] = {"quality_machine": recorded["quality_machine"] if recorded.get("quality_machine") and not quality_here else machine(),
-                               "date": time.strftime("%Y-%m-%d"), "rungs": [], "speed": dict(recorded["speed"])}
+    # The header names the machine of the recorded quality runs unless WORK re-ran every rung; a row validated here on
+    # another machine says so in its label.
+    here = machine()
+    every_rung_here = all((work / f"val-{rung_name(*rung)}-native" / "report.json").is_file() for rung in all_rungs())
+    quality_machine = recorded.get("quality_machine") if recorded.get("quality_machine") and not every_rung_here else here
+    results: dict[str, Any] = {"quality_machine": quality_machine, "date": time.strftime("%Y-%m-%d"), "rungs": [],
+                               "speed": dict(recorded["speed"])}
     for name in speed_names:
         results["speed"][name] = json.loads((work / f"speed_{name}.json").read_text())
     sizes = sorted({int(folder.name[1:]) for folder in work.glob("q[0-9]*") if folder.is_dir()}  # quality --size runs
@@ -186,6 +189,12 @@ def table(work: Path, speed_names: list[str]) -> None:
         row, cells = {"rung": rung}, [rung_label(attention, speed, precision, cached), str(preset.steps(25))]
         runs = {kind: work / f"val-{rung}-{kind}" for kind in ("native", "no-vnni")}
         runs.update({f"native-{size}": work / f"q{size}" / f"val-{rung}-native" for size in sizes})
+        if any((folder / "report.json").is_file() for folder in runs.values()) and here["cpu"] != quality_machine["cpu"]:
+            row["validated_on"] = here
+        elif "validated_on" in recorded_rows.get(rung, {}):
+            row["validated_on"] = recorded_rows[rung]["validated_on"]
+        if "validated_on" in row:
+            cells[0] += f" (validated on {row['validated_on']['cpu']}, {row['validated_on']['cores']} cores)"
         for kind, folder in runs.items():
             report_file = folder / "report.json"
             if report_file.is_file():
