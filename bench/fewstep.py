@@ -5,10 +5,12 @@ IR at its 4 steps against the teacher's FP16 IR at its 25 Euler steps.
         export SOURCE with `--sampler consistency` (a distilled student has the same graph as its teacher, so SOURCE's own
         UNet times what a student's would) -> WORK/student-fp16, and quantize it on its own 4-step schedule -> WORK/student-int8
     python bench/fewstep.py speed WORK TEACHER_IR NAME [--frames F --height H --width W --memory low] [--teacher-speed J]
+                                  [--teacher-steps 25]
         the teacher: one video of 2 Euler steps, its whole video at its own steps computed from those costs (encoders
         + steps x (one UNet call + the sampler's work) + decoder, as bench/speed_ladder.py does), or those costs read
-        from J, bench/speed_ladder.py's speed_NAME.json of the same IR and size; the student: one whole video at its own
-        steps, measured -> WORK/fewstep_NAME.json
+        from J, bench/speed_ladder.py's speed_NAME.json of the same IR and size, or (--teacher-steps 25, TEACHER_IR
+        WORK/student-fp16) from the student's FP16 export: the same UNet, VAE and encoders, so no teacher export; the
+        student: one whole video at its own steps, measured -> WORK/fewstep_NAME.json
     python bench/fewstep.py table WORK NAME... [--bench MODEL=REPORT.json ...]   -> bench/results/fewstep.{json,md}, with
         `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos);
         the rows already in bench/results/fewstep.json stay unless a NAME or MODEL replaces them
@@ -40,7 +42,7 @@ def build(work: Path, source: str, small_calibration: bool, kv_downsample: int) 
 
 
 def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int | None, width: int | None, memory: str,
-          teacher_speed: Path | None = None) -> None:
+          teacher_speed: Path | None = None, teacher_steps: int | None = None) -> None:
     from svdtool.outputs import read_manifest
     from svdtool.runtime import GenerationSettings, generate, load_image, load_ov_pipeline
     from svdtool.runtime.session import ir_generation_defaults
@@ -51,7 +53,7 @@ def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int 
         defaults = ir_generation_defaults(folder)
         settings = GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=measured_steps,
                                       memory=memory).resolved(defaults)
-        own_steps = defaults["num_inference_steps"]
+        own_steps = teacher_steps if role == "teacher" and teacher_steps else defaults["num_inference_steps"]
         if role == "teacher" and teacher_speed:  # the same IR's costs, measured by speed_ladder.py speed in this session
             ladder = json.loads(teacher_speed.read_text())
             shape = (ladder["frames"], ladder["height"], ladder["width"], ladder["memory"])
@@ -69,9 +71,11 @@ def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int 
             seconds = result.timings["total"] if measured_steps is None else video_seconds(costs, own_steps)
             peak_rss_gb = result.peak_rss_gb["overall"]
             video_is = "measured" if measured_steps is None else f"computed from a measured {measured_steps}-step video"
+            if role == "teacher" and teacher_steps:
+                video_is += f" of {folder.name}: the same graph exported with another sampler, at {teacher_steps} Euler steps"
         results[role] = {
             "ir": folder.name, "model": manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else ""),
-            "sampler": manifest["source"].get("sampler", "euler"), "precision": manifest.get("quantization", {}).get("mode", manifest.get("weights")),
+            "sampler": "euler" if role == "teacher" and teacher_steps else manifest["source"].get("sampler", "euler"), "precision": manifest.get("quantization", {}).get("mode", manifest.get("weights")),
             "attention": manifest.get("attention", {}), "steps": own_steps,
             "guidance": [settings.min_guidance_scale, settings.max_guidance_scale], **costs,
             "video_s": round(seconds, 1), "video_is": video_is, "peak_rss_gb": peak_rss_gb}
@@ -141,6 +145,8 @@ def main() -> None:
     speed_parser.add_argument("--memory", default="standard")
     speed_parser.add_argument("--teacher-speed", type=Path, help="speed_NAME.json of bench/speed_ladder.py speed, which measured "
                               "TEACHER_IR (same folder name) in this session at the same size: its costs, not a second run")
+    speed_parser.add_argument("--teacher-steps", type=int, help="TEACHER_IR is the student's graph exported with another "
+                              "sampler (WORK/student-fp16): its costs taken at this many Euler steps, and no teacher export")
     table_parser = stages.add_parser("table")
     table_parser.add_argument("work", type=Path)
     table_parser.add_argument("names", nargs="*")
@@ -150,7 +156,8 @@ def main() -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         build(args.work, args.source, args.calib_small, args.kv_downsample)
     elif args.stage == "speed":
-        speed(args.work, args.teacher, args.name, args.frames, args.height, args.width, args.memory, args.teacher_speed)
+        speed(args.work, args.teacher, args.name, args.frames, args.height, args.width, args.memory, args.teacher_speed,
+              args.teacher_steps)
     else:
         table(args.work, args.names, args.bench)
 

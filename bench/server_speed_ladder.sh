@@ -6,11 +6,12 @@
 #                                              quantize both (INT8, small calibration: the weights are random),
 #                                              then the per-call costs at 576x1024x25 and x14 (bench/speed_ladder.py speed)
 #   bench/server_speed_ladder.sh student OUT   teacher and student measured in one run: svd-xt exported as the Euler
-#                                              teacher (FP16 IR), its decoder with FP16 against INT8 weights
-#                                              (bench/decoder_weights.py), the consistency student built (bench/fewstep.py
-#                                              build: FP16 export, INT8 on its 4-step schedule, small calibration), then per
+#                                              teacher (FP16 IR), the consistency student built (bench/fewstep.py build:
+#                                              FP16 export, INT8 on its 4-step schedule, small calibration), then per
 #                                              frame count bench/fewstep.py speed: the teacher's 2-step video, the
-#                                              student's whole video
+#                                              student's whole video; TEACHER_FROM_STUDENT=1 skips the teacher's export and
+#                                              takes its costs from the student's FP16 export (the same graph; about 3
+#                                              minutes less)
 #   bench/server_speed_ladder.sh collect OUT   wait up to 9 minutes for what was started, then copy what is done to OUT
 # FRAMES ("25 14") picks the frame counts measured; CPUS (e.g. 2-15) pins the work with taskset, leaving the other cores
 # to a GPU job that shares the call (the result files record the cores used). FRAMES=25 took the ladder about 23
@@ -31,12 +32,12 @@ if [ "$stage" = start ] && ! already_started bench/.cache/speed_ladder; then
 fi
 if [ "$stage" = student ] && ! already_started bench/.cache/fewstep; then
   work=bench/.cache/fewstep
-  speeds=$(for f in ${FRAMES:-25 14}; do echo -n "&& $pin python3 bench/fewstep.py speed $work $work/teacher-fp16 xeon$f --frames $f \
+  teacher="$work/teacher-fp16" export_teacher="$pin python3 -m svdtool.cli export svd-xt -o $work/teacher-fp16 > $work/teacher.log 2>&1 &&"
+  [ -n "${TEACHER_FROM_STUDENT:-}" ] && teacher="$work/student-fp16 --teacher-steps 25" export_teacher=""
+  speeds=$(for f in ${FRAMES:-25 14}; do echo -n "&& $pin python3 bench/fewstep.py speed $work $teacher xeon$f --frames $f \
     > $work/speed$f.log 2>&1 "; done)
-  setsid nohup bash -c "$pin python3 -m svdtool.cli export svd-xt -o $work/teacher-fp16 > $work/teacher.log 2>&1 \
-    && $pin python3 bench/decoder_weights.py $work/teacher-fp16 xeon --frames 4 > $work/decoder.log 2>&1 \
-    && $pin python3 bench/fewstep.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; touch $work/done" \
-    > /dev/null 2>&1 &
+  setsid nohup bash -c "$export_teacher $pin python3 bench/fewstep.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; \
+    touch $work/done" > /dev/null 2>&1 &
   exit 0
 fi
 for work in bench/.cache/speed_ladder bench/.cache/fewstep; do
@@ -45,4 +46,3 @@ for work in bench/.cache/speed_ladder bench/.cache/fewstep; do
   cp $work/*.log $work/speed_*.json $work/fewstep_*.json "$out/" 2>/dev/null || true
   ls $work; tail -n 4 $work/*.log || true
 done
-cp bench/results/decoder_weights_xeon.* "$out/" 2>/dev/null || true
