@@ -88,9 +88,12 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device:
     return {"latents": torch.cat(latents)[:clips * CLIP_FRAMES], "frames": torch.cat(frames)[:clips * CLIP_FRAMES]}
 
 
-def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator, temporal: float = 0.0) -> torch.Tensor:
+def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator, temporal: float = 0.0,
+                 edges: float = 0.0) -> torch.Tensor:
     """L1 + MSE against the teacher's frames, `batch` frames drawn at random; with `temporal` > 0 the batch is whole
-    clips, and the differences between neighbouring frames are matched too (L1, times `temporal`)."""
+    clips, and the differences between neighbouring frames are matched too (L1, times `temporal`); with `edges` > 0 the
+    differences between neighbouring pixels, across and down (L1, times `edges`: a frame that comes out softer or
+    sharper than the teacher's is off there even where its mean error is small)."""
     device = pool["frames"].device
     if temporal > 0:
         clips = torch.randint(0, len(pool["frames"]) // CLIP_FRAMES, (max(1, batch // CLIP_FRAMES),), generator=generator, device=device)
@@ -103,6 +106,8 @@ def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch
     if temporal > 0:
         clip_shape = (-1, CLIP_FRAMES, *decoded.shape[1:])
         loss = loss + temporal * (decoded.view(clip_shape).diff(dim=1) - target.view(clip_shape).diff(dim=1)).abs().mean()
+    if edges > 0:
+        loss = loss + edges * sum((decoded.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (-1, -2))
     return loss
 
 
@@ -123,6 +128,7 @@ def main(
     state: Path = typer.Option(Path(".tiny-decoder"), help="state to resume from and save to"),
     init: Path | None = typer.Option(None, help="a tiny decoder folder to start from when --state has none (fine-tuning)"),
     temporal: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring frames"),
+    edges: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring pixels (sharpness)"),
     channels: int = typer.Option(64, min=8, help="a new decoder's width (TAESD's: 64; a fine-tune keeps --init's)"),
     minutes: float = typer.Option(30.0, min=0.0),
     batch: int = typer.Option(32, min=1, help="frames per step"),
@@ -165,11 +171,12 @@ def main(
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal), parameters, optimizer, None, itertools.repeat(None),
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges), parameters, optimizer, None, itertools.repeat(None),
            minutes, "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
                 f"{f', + {temporal:g} x L1 of the change between neighbouring frames' if temporal else ''}"
+                f"{f', + {edges:g} x L1 of the change between neighbouring pixels' if edges else ''}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
     this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # appended where the run before had another
     trained_on = this_device if not trained_on else trained_on if trained_on.endswith(this_device) else f"{trained_on}, then {this_device}"
@@ -190,7 +197,7 @@ def training_record(teacher: Path, steps: dict, runs: list[str], device: str) ->
 
     return {"model": "tiny VAE decoder (AutoencoderTiny)", "teacher": teacher.name, "trained_on": device, "steps": steps,
             "objective": "the teacher's temporal decoder's frames from its encoder's latents (diffusion space), L1 + MSE "
-                         "(runs: any loss on the change between neighbouring frames)",
+                         "(runs: any loss on the change between neighbouring frames or pixels)",
             "versions": library_versions(), "runs": runs}
 
 

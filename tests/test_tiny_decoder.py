@@ -123,6 +123,19 @@ def test_the_temporal_loss_takes_whole_clips_and_adds_the_error_of_each_frame_to
     assert (clips[:, 0] % CLIP_FRAMES == 0).all() and (clips - clips[:, :1] == torch.arange(CLIP_FRAMES)).all()
 
 
+def test_the_edge_loss_adds_the_error_of_the_change_between_neighbouring_pixels():
+    frames = 4
+    latents = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 4, 2, 2)
+    checkerboard = ((torch.arange(4)[:, None] + torch.arange(4)) % 2 * 255).to(torch.uint8).expand(frames, 3, 4, 4)
+    flat = {"latents": latents, "frames": torch.zeros(frames, 3, 4, 4, dtype=torch.uint8)}
+    grey = SimpleNamespace(decode=lambda lat: SimpleNamespace(sample=torch.zeros(len(lat), 3, 4, 4)))
+    for weight in (0.0, 2.0):  # a grey frame against a checkerboard of -1 and 1: off by 1, and by 2 at every edge
+        loss = decoder_loss(grey, {**flat, "frames": checkerboard}, 4, torch.Generator().manual_seed(0), edges=weight)
+        assert loss.item() == pytest.approx(1 + 1 + weight * (2 + 2), abs=1e-6)
+        offset = decoder_loss(OffsetDecoder(torch.full((frames,), 0.1)), flat, 4, torch.Generator().manual_seed(0), edges=weight)
+        assert offset.item() == pytest.approx(0.1 + 0.01, abs=1e-6)  # an error without edges costs nothing more
+
+
 @pytest.mark.parametrize("case, message", [("not-tiny", "give a diffusers AutoencoderTiny folder (with config.json)"),
                                            ("corrupt", "config.json is not readable JSON"),
                                            ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4")])
