@@ -11,7 +11,9 @@
 #                                              frame count bench/fewstep.py speed: the teacher's 2-step video, the
 #                                              student's whole video; TEACHER_FROM_STUDENT=1 skips the teacher's export and
 #                                              takes its costs from the student's FP16 export (the same graph; about 3
-#                                              minutes less)
+#                                              minutes less); MEMORY ("standard") lists generate's --memory modes
+#                                              to time both in, e.g. "standard low" (low: the guidance halves in turn,
+#                                              the decoder 2 frames a chunk; named xeonF-low)
 #   bench/server_speed_ladder.sh collect OUT   wait up to 9 minutes for what was started, then copy what is done to OUT
 # FRAMES ("25 14") picks the frame counts measured; CPUS (e.g. 2-15) pins the work with taskset, leaving the other cores
 # to a GPU job that shares the call (the result files record the cores used). FRAMES=25 took the ladder about 23
@@ -34,8 +36,8 @@ if [ "$stage" = student ] && ! already_started bench/.cache/fewstep; then
   work=bench/.cache/fewstep
   teacher="$work/teacher-fp16" export_teacher="$pin python3 -m svdtool.cli export svd-xt -o $work/teacher-fp16 > $work/teacher.log 2>&1 &&"
   [ -n "${TEACHER_FROM_STUDENT:-}" ] && teacher="$work/student-fp16 --teacher-steps 25" export_teacher=""
-  speeds=$(for f in ${FRAMES:-25 14}; do echo -n "&& $pin python3 bench/fewstep.py speed $work $teacher xeon$f --frames $f \
-    > $work/speed$f.log 2>&1 "; done)
+  speeds=$(for f in ${FRAMES:-25 14}; do for m in ${MEMORY:-standard}; do name=xeon$f${m#standard}; name=${name/low/-low}
+    echo -n "&& $pin python3 bench/fewstep.py speed $work $teacher $name --frames $f --memory $m > $work/speed_$name.log 2>&1 "; done; done)
   setsid nohup bash -c "$export_teacher $pin python3 bench/fewstep.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; \
     touch $work/done" > /dev/null 2>&1 &
   exit 0
