@@ -36,7 +36,7 @@ if [ "$stage" = student ] && ! already_started bench/.cache/fewstep; then
   work=bench/.cache/fewstep
   teacher="$work/teacher-fp16" export_teacher="$pin python3 -m svdtool.cli export svd-xt -o $work/teacher-fp16 > $work/teacher.log 2>&1 &&"
   [ -n "${TEACHER_FROM_STUDENT:-}" ] && teacher="$work/student-fp16 --teacher-steps 25" export_teacher=""
-  speeds=$(for f in ${FRAMES:-25 14}; do for m in ${MEMORY:-standard}; do name=xeon$f${m#standard}; name=${name/low/-low}
+  speeds=$(for f in ${FRAMES:-25 14}; do for m in ${MEMORY:-standard}; do suffix=${m#standard} name=xeon$f${suffix:+-$suffix}
     echo -n "&& $pin python3 bench/fewstep.py speed $work $teacher $name --frames $f --memory $m > $work/speed_$name.log 2>&1 "; done; done)
   setsid nohup bash -c "$export_teacher $pin python3 bench/fewstep.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; \
     touch $work/done" > /dev/null 2>&1 &

@@ -27,7 +27,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save, usage  # noqa: E402
+from common import machine, save, timed, usage  # noqa: E402
 
 HELD_OUT = Path(__file__).parent / "heldout"
 CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
@@ -41,14 +41,8 @@ def svdtool(*args: str) -> None:
 def time_decoder(xml: Path, latents: np.ndarray) -> dict:
     """Median seconds per call of one chunk (after a warm-up call), compiled with the CPU plugin's defaults."""
     compiled = ov.Core().compile_model(xml, "CPU")
-    compiled(latents)
-    runs = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        compiled(latents)
-        runs.append(time.perf_counter() - start)
-    call = statistics.median(runs)
-    return {"call_s": round(call, 3), "per_frame_s": round(call / len(latents), 4),
+    call = timed(lambda: compiled(latents), repeat=REPEAT)["median_s"]
+    return {"call_s": call, "per_frame_s": round(call / len(latents), 4),
             "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
 
 
