@@ -13,11 +13,15 @@
 #                                              takes its costs from the student's FP16 export (the same graph; about 3
 #                                              minutes less); MEMORY ("standard") lists generate's --memory modes
 #                                              to time both in, e.g. "standard low" (low: the guidance halves in turn,
-#                                              the decoder 2 frames a chunk; named xeonF-low)
+#                                              the decoder 2 frames a chunk; named xeonF-low); TARGETS ("any") the
+#                                              students' `--target-cpu` recipes, e.g. "vnni" alone or "any vnni"
+#                                              (named xeonF-vnni; the first one's run measures the teacher)
 #   bench/server_speed_ladder.sh collect OUT   wait up to 9 minutes for what was started, then copy what is done to OUT
 # FRAMES ("25 14") picks the frame counts measured; CPUS (e.g. 2-15) pins the work with taskset, leaving the other cores
 # to a GPU job that shares the call (the result files record the cores used). FRAMES=25 took the ladder about 23
-# minutes on 14 cores (2026-12-07); the student about 20 (estimated from the ladder's stages).
+# minutes on 14 cores (2026-12-07). Hosts differ: on one, the student's build (export and the default quantize) took
+# 5 minutes and 14 frames 5 more; on a slower one the build took 10, `--target-cpu vnni` 5 more, and one 25-frame
+# stage over 6 (2026-12-07): one recipe and one frame count is what a session's device time surely holds.
 # Then here: python bench/speed_ladder.py table WORK --speed xeon25 --speed xeon14 (WORK holding OUT's speed_*.json),
 # or, for the student, OUT's fewstep_*.json copied into WORK and python bench/fewstep.py table WORK xeon25 xeon14.
 set -euo pipefail
@@ -36,10 +40,21 @@ if [ "$stage" = student ] && ! already_started bench/.cache/fewstep; then
   work=bench/.cache/fewstep
   teacher="$work/teacher-fp16" export_teacher="$pin python3 -m svdtool.cli export svd-xt -o $work/teacher-fp16 > $work/teacher.log 2>&1 &&"
   [ -n "${TEACHER_FROM_STUDENT:-}" ] && teacher="$work/student-fp16 --teacher-steps 25" export_teacher=""
-  speeds=$(for f in ${FRAMES:-25 14}; do for m in ${MEMORY:-standard}; do suffix=${m#standard} name=xeon$f${suffix:+-$suffix}
-    echo -n "&& $pin python3 bench/fewstep.py speed $work $teacher $name --frames $f --memory $m > $work/speed_$name.log 2>&1 "; done; done)
-  setsid nohup bash -c "$export_teacher $pin python3 bench/fewstep.py build $work svd-xt --calib-small > $work/build.log 2>&1 $speeds; \
-    touch $work/done" > /dev/null 2>&1 &
+  # TARGETS ("any"): the students' `svdtool quantize --target-cpu` recipes (vnni: for CPUs with VNNI or AMX), each
+  # built and timed; the first one's run measures the teacher, the others reuse its figures
+  targets=(${TARGETS:-any}) builds="" speeds=""
+  student_name() { [ "$2" = any ] && echo "$1" || echo "$1-$2"; }
+  for t in "${targets[@]}"; do
+    builds+="${builds:+ && }$pin python3 bench/fewstep.py build $work svd-xt --calib-small --target-cpu $t > $work/build-$t.log 2>&1"
+  done
+  for f in ${FRAMES:-25 14}; do for m in ${MEMORY:-standard}; do suffix=${m#standard} name=xeon$f${suffix:+-$suffix}
+    first=$(student_name $name ${targets[0]})
+    for t in "${targets[@]}"; do student=$(student_name student-int8 $t) run=$(student_name $name $t)
+      reuse=$([ $run = $first ] || echo "--teacher-run $first")
+      speeds+=" && $pin python3 bench/fewstep.py speed $work $teacher $run --frames $f --memory $m --student $student $reuse"
+      speeds+=" > $work/speed_$run.log 2>&1"
+    done; done; done
+  setsid nohup bash -c "$export_teacher $builds $speeds; touch $work/done" > /dev/null 2>&1 &
   exit 0
 fi
 for work in bench/.cache/speed_ladder bench/.cache/fewstep; do
