@@ -25,6 +25,16 @@ def machine() -> dict[str, Any]:
             **({"cores_in_machine": total} if usable != total else {}), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
+def machine_line(info: dict[str, Any]) -> str:
+    """A result file's machine, as its Markdown names it: "MODEL (N cores; ISA, ...)"."""
+    return f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])})"
+
+
+def model_label(source: dict[str, Any]) -> str:
+    """A manifest's source as a result file names it: its reference, marked when the weights are random."""
+    return source["ref"] + (" (random weights)" if source.get("random_weights") else "")
+
+
 def timed(function: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
     for _ in range(warmup):
         function()

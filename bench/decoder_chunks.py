@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from common import machine, save, timed
+from common import machine, machine_line, model_label, save, timed
 
 
 def main() -> None:
@@ -29,8 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     from svdtool.outputs import read_manifest
 
-    source = read_manifest(Path(args.fp_ir))["source"]
-    model = source["ref"] + (" (random weights)" if source.get("random_weights") else "")
+    model = model_label(read_manifest(Path(args.fp_ir))["source"])
     core = ov.Core()
     compiled = core.compile_model(core.read_model(Path(args.fp_ir) / "vae_decoder" / "openvino_model.xml"), "CPU")
     rows = {}
@@ -43,7 +42,7 @@ def main() -> None:
     largest = rows[max(rows)]["s_per_frame"]
     cpu = machine()
     lines = [f"# The VAE decoder's time a frame per decode chunk ({args.width}×{args.height})", "",
-             f"{cpu['cpu']} ({cpu['cores']} cores; {', '.join(cpu['isa'])}); {model}'s IR, its vae_decoder ({precision}), "
+             f"{machine_line(cpu)}; {model}'s IR, its vae_decoder ({precision}), "
              f"random latents, median of {args.repeat} call(s) after a warm-up, {time.strftime('%Y-%m-%d')}.", "",
              "| chunk (frames a call) | s / call | s / frame | vs the largest chunk |", "|---|---|---|---|"]
     for chunk, row in rows.items():

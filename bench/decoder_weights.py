@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from common import machine, save, timed
+from common import machine, machine_line, model_label, save, timed
 
 
 def main() -> None:
@@ -31,8 +31,7 @@ def main() -> None:
 
     from svdtool.outputs import read_manifest
 
-    source = read_manifest(Path(args.fp_ir))["source"]
-    model = source["ref"] + (" (random weights)" if source.get("random_weights") else "")
+    model = model_label(read_manifest(Path(args.fp_ir))["source"])
     core, xml = ov.Core(), Path(args.fp_ir) / "vae_decoder" / "openvino_model.xml"
     variants = {"FP16 weights (exported)": core.read_model(xml),  # a model of its own: compress_weights changes the one it gets
                 "INT8 weights (nncf.compress_weights INT8_ASYM)": nncf.compress_weights(
@@ -50,7 +49,7 @@ def main() -> None:
               "chunk": [args.frames, 4, args.height // 8, args.width // 8], "variants": rows}
     cpu = result["machine"]
     lines = [f"# The VAE decoder: exported FP16 weights against weight-only INT8 ({args.width}×{args.height}, {args.frames} frames a call)", "",
-             f"{cpu['cpu']} ({cpu['cores']} cores; {', '.join(cpu['isa'])}); {model}'s FP16 IR, its vae_decoder, one call on "
+             f"{machine_line(cpu)}; {model}'s FP16 IR, its vae_decoder, one call on "
              f"{args.frames} latents of {args.height // 8}×{args.width // 8}, median of 3 after a warm-up.", "",
              "| decoder weights | inference precision | s / call | vs FP16 weights |", "|---|---|---|---|"]
     for label, row in rows.items():

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine, save
+from common import RESULTS, machine, model_label, save
 from speed_ladder import CALIBRATION, call_costs, svdtool, video_seconds
 
 IMAGE = Path(__file__).parents[1] / "examples" / "astronaut.jpg"
@@ -87,7 +87,7 @@ def speed(work: Path, teacher: Path, name: str, frames: int | None, height: int 
             if role == "teacher" and teacher_steps:
                 video_is += f" of {folder.name}: the same graph exported with another sampler, at {teacher_steps} Euler steps"
         results[role] = {
-            "ir": folder.name, "model": manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else ""),
+            "ir": folder.name, "model": model_label(manifest["source"]),
             "sampler": "euler" if role == "teacher" and teacher_steps else manifest["source"].get("sampler", "euler"), "precision": manifest.get("quantization", {}).get("mode", manifest.get("weights")),
             "target_cpu": manifest.get("cpu_requirement", {}).get("target_cpu", "any"),
             "attention": manifest.get("attention", {}), "steps": own_steps,

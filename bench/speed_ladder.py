@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine, save
+from common import RESULTS, machine, machine_line, model_label, save
 
 HELD_OUT = Path(__file__).parent / "heldout"
 CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
@@ -137,7 +137,7 @@ def speed(work: Path, name: str, frames: int, height: int, width: int, memory: s
         settings = GenerationSettings(num_frames=frames, height=height, width=width, num_inference_steps=2, memory=memory)
         settings = settings.resolved(ir_generation_defaults(folder))
         pipeline, manifest = load_ov_pipeline(folder, settings=settings)
-        results["model"] = manifest["source"]["ref"] + (" (random weights)" if manifest["source"].get("random_weights") else "")
+        results["model"] = model_label(manifest["source"])
         result = generate(pipeline, image, settings, show_progress=False)
         results["irs"][folder.name] = {**call_costs(result.timings, settings.num_inference_steps),
                                        "peak_rss_gb": result.peak_rss_gb["overall"], "decode_chunk_size": settings.decode_chunk_size}
@@ -224,8 +224,7 @@ def table(work: Path, speed_names: list[str]) -> None:
     markdown = "\n".join([
         "# Speed ladder: INT8 × ToDo × fewer steps (`--speed`)",
         "",
-        f"Quality: svd-mini on {results['quality_machine']['cpu']} ({results['quality_machine']['cores']} cores; "
-        f"{', '.join(results['quality_machine']['isa'])}), `svdtool validate` "
+        f"Quality: svd-mini on {machine_line(results['quality_machine'])}, `svdtool validate` "
         "against the exact PyTorch fp32 run (25 Euler steps) on the 5 held-out photos (bench/heldout), 128×128×8, default "
         "thresholds; *no-VNNI*: the same IR with ONEDNN_MAX_CPU_ISA=AVX512_CORE and `--precision f32`. IRs: svdtool's "
         "default export and INT8 quantization."

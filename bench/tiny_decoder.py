@@ -27,7 +27,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, save, timed, usage  # noqa: E402
+from common import machine, machine_line, save, timed, usage  # noqa: E402
 
 HELD_OUT = Path(__file__).parent / "heldout"
 CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
@@ -76,7 +76,7 @@ def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, w
     info = results["machine"]
     markdown = "\n".join([
         f"# Tiny decoder vs temporal decoder: {width}x{height}, one chunk of {frames} frames", "",
-        f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); IR: `{ir_dir.name}` ({json.loads((ir_dir / 'svdtool.json').read_text())['source']['ref']}); "
+        f"{machine_line(info)}; IR: `{ir_dir.name}` ({json.loads((ir_dir / 'svdtool.json').read_text())['source']['ref']}); "
         f"tiny decoder: {results['tiny_decoder']}; the median of {REPEAT} calls after a warm-up, CPU plugin defaults.", "",
         "| decoder | s / chunk | s / frame | precision |", "|---|---|---|---|",
         *[f"| {label} | {results[key]['call_s']} | {results[key]['per_frame_s']} | {results[key]['precision']} |"
@@ -126,7 +126,7 @@ def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> Non
     width = _width(decoder)
     markdown = "\n".join([
         "# svd-mini with its tiny decoder (`--vae-decoder`) against its temporal decoder", "",
-        f"{info['cpu']} ({info['cores']} cores; {', '.join(info['isa'])}); `svdtool validate` against the exact PyTorch fp32 run "
+        f"{machine_line(info)}; `svdtool validate` against the exact PyTorch fp32 run "
         "(25 Euler steps, 128x128x8) on the 5 held-out photos (bench/heldout), default thresholds. Tiny decoder: "
         f"`{Path(decoder).name}` ({width} channels a block)" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
         "", *lines, "",
