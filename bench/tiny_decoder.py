@@ -9,6 +9,11 @@
         svd-mini exported without and with DECODER (its tiny decoder, trained by `python -m svdtool.models.tiny_decoder`),
         both quantized (default INT8), validated against the exact PyTorch fp32 run (25 Euler steps) on the held-out
         photos (bench/heldout) -> bench/results/NAME.{json,md} (tiny_decoder_mini)
+    python bench/tiny_decoder.py latents MODEL DECODER[,DECODER...] [--results NAME]
+        which latents a tiny decoder is off on: per held-out photo, the sharpness and temporal MSE of each DECODER's
+        frames against MODEL's temporal decoder's, decoding (a) the latents MODEL's PyTorch pipeline generates (its
+        defaults, seed 42: what `generate` decodes) and (b) those frames encoded again by MODEL's VAE (what the
+        decoder was distilled on) -> bench/results/NAME.{json,md} (tiny_decoder_latents_mini)
 """
 
 from __future__ import annotations
@@ -50,13 +55,14 @@ def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path, channels: 
     """The tiny decoder's IR as `svdtool export --vae-decoder` writes it (TinyDecoderWrapper, fp16 weights); without
     `spec`, TAESD's architecture `channels` wide with random weights."""
     from svdtool.convert.export import _convert, _save_component
-    from svdtool.convert.wrappers import ExportShape
-    from svdtool.models.decoders import latent_scale, load_tiny_decoder
+    from svdtool.convert.wrappers import ExportShape, TinyDecoderWrapper
+    from svdtool.models.decoders import context_frames, latent_scale, load_tiny_decoder
     from svdtool.models.tiny_decoder import new_tiny_decoder
 
     tiny = load_tiny_decoder(spec) if spec else new_tiny_decoder(vae_config["latent_channels"], channels)
-    model = _convert("vae_decoder", tiny.eval(), ExportShape(64, 64, 2), vae_config, "openvino", folder,
-                     scale=latent_scale(tiny, vae_config))
+    context = context_frames(tiny.config.latent_channels, vae_config["latent_channels"])
+    model = _convert("vae_decoder", TinyDecoderWrapper(tiny, latent_scale(tiny, vae_config), context), ExportShape(64, 64, 2),
+                     vae_config, "openvino", folder)
     _save_component(folder / "tiny", model, vae_config, "fp16")
     return folder / "tiny" / "openvino_model.xml"
 
@@ -83,7 +89,7 @@ def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, w
           for key, label in (("temporal", "temporal (the IR's own)"), ("tiny", "tiny (`--vae-decoder`)"))],
         "", f"Speed-up: **{ratio:.1f}×**.", "",
         f"Reproduce: `python bench/tiny_decoder.py speed {ir_dir.name} {name} --frames {frames} --height {height} --width {width}"
-        f"{'' if spec or channels == 64 else f' --channels {channels}'}`", ""])
+        f"{f' --decoder {spec}' if spec else '' if channels == 64 else f' --channels {channels}'}`", ""])
     save(f"tiny_decoder_speed_{name}", results, markdown)
 
 
@@ -123,7 +129,7 @@ def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> Non
         lines.append(f"| {label} | {verdict} | {row['psnr_mean']:.1f} / {row['psnr_worst']:.1f} | {row['ssim_mean']:.3f} | "
                      f"{row['sharpness']:.1f} | {row['flicker']:.3f} | {row['decode_s']:.2f} | {row['video_s']:.2f} |")
     trained = json.loads((Path(decoder) / "training.json").read_text()) if (Path(decoder) / "training.json").is_file() else {}
-    width = _width(decoder)
+    width, context = _width(decoder), trained.get("context_frames", 0)
     markdown = "\n".join([
         "# svd-mini with its tiny decoder (`--vae-decoder`) against its temporal decoder", "",
         f"{machine_line(info)}; `svdtool validate` against the exact PyTorch fp32 run "
@@ -131,10 +137,74 @@ def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> Non
         f"`{Path(decoder).name}` ({width} channels a block)" + (f", {'; '.join(trained.get('runs', []))} on {trained.get('trained_on')}" if trained else "") + ".",
         "", *lines, "",
         f"Reproduce: `python -m svdtool.models.tiny_decoder --teacher models/mini --out {Path(decoder).name} --state STATE "
-        f"--minutes M --pool-clips N{'' if width == 64 else f' --channels {width}'}` once per run named above (the state carries over), then "
+        f"--minutes M --pool-clips N{'' if width == 64 else f' --channels {width}'}"
+        f"{f' --context {context}' if context else ''}` once per run named above "
+        "(the state carries over; the losses and --init as named), then "
         f"`python bench/tiny_decoder.py quality WORK {Path(decoder).name} --results {results}`", ""])
     save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "decoder": decoder, "training": trained,
                                "reference": reference_summary, "irs": rows}, markdown)
+
+
+def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_latents_mini") -> None:
+    import cv2
+    import torch
+    from diffusers import AutoencoderTiny
+    from PIL import Image
+
+    from svdtool.models import generation_defaults, load_pipeline, resolve_source
+    from svdtool.models.decoders import context_frames, with_neighbours
+    from svdtool.validate.metrics import sharpness, temporal_mse
+
+    source = resolve_source(str(model))
+    defaults, pipeline = generation_defaults(source), load_pipeline(source)
+    pipeline.set_progress_bar_config(disable=True)
+    vae, scaling_factor = pipeline.vae, pipeline.vae.config.scaling_factor
+    tinies = {Path(spec).name: AutoencoderTiny.from_pretrained(spec).eval() for spec in decoders}
+
+    def gray(decoded: torch.Tensor) -> np.ndarray:
+        frames = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
+
+    def changes(diffusion_latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        decoded = vae.decode(diffusion_latents / scaling_factor, num_frames=len(diffusion_latents)).sample
+        reference = gray(decoded)
+        row = {}
+        for name, tiny in tinies.items():
+            context = context_frames(tiny.config.latent_channels, diffusion_latents.shape[1])
+            frames = gray(tiny.decode(with_neighbours(diffusion_latents, context)).sample)
+            row[name] = {"sharpness": round(sharpness(frames) / sharpness(reference) - 1, 4),
+                         "temporal_mse": round(temporal_mse(frames) / temporal_mse(reference) - 1, 4)}
+        return decoded, row
+
+    rows: dict = {}
+    with torch.no_grad():
+        for photo in sorted(HELD_OUT.glob("*.jpg")):
+            image = Image.open(photo).convert("RGB").resize((defaults.width, defaults.height))
+            generated = pipeline(image, height=defaults.height, width=defaults.width, num_frames=defaults.num_frames,
+                                 num_inference_steps=defaults.num_inference_steps, min_guidance_scale=defaults.min_guidance_scale,
+                                 max_guidance_scale=defaults.max_guidance_scale, fps=defaults.fps,
+                                 motion_bucket_id=defaults.motion_bucket_id, noise_aug_strength=defaults.noise_aug_strength,
+                                 generator=torch.Generator().manual_seed(42), output_type="latent").frames[0]
+            decoded, rows.setdefault(photo.stem, {})["generated"] = changes(generated)
+            encoded = vae.encode(decoded).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor
+            rows[photo.stem]["encoded"] = changes(encoded)[1]
+    info = machine()
+    lines = ["| photo | latents | " + " | ".join(f"{name}: sharpness, temporal MSE" for name in tinies) + " |",
+             "|---|---|" + "---|" * len(tinies)]
+    for photo, kinds in rows.items():
+        for kind, row in kinds.items():
+            lines.append(f"| {photo} | {kind} | " + " | ".join(
+                f"{row[name]['sharpness']:+.1%}, {row[name]['temporal_mse']:+.1%}" for name in tinies) + " |")
+    markdown = "\n".join([
+        f"# Tiny decoders against {model.name}'s temporal decoder, per kind of latents", "",
+        f"{machine_line(info)}; PyTorch fp32. Each cell: the tiny decoder's frames against the temporal decoder's from "
+        f"the same latents, relative (validate's limits: sharpness ±20 %, temporal MSE ±15 %). *generated*: the latents "
+        f"{model.name}'s pipeline makes from the photo ({defaults.height}x{defaults.width}x{defaults.num_frames}, "
+        f"{defaults.num_inference_steps} Euler steps, seed 42); *encoded*: those frames, decoded by the temporal "
+        "decoder, encoded again by the VAE (a sample of its latent distribution, as the tiny decoders' training pools are).",
+        "", *lines, "", f"Reproduce: `python bench/tiny_decoder.py latents {model} {','.join(decoders)} --results {results}`", ""])
+    save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "model": str(model), "decoders": decoders,
+                   "photos": rows}, markdown)
 
 
 def _width(decoder: str) -> int:
@@ -144,7 +214,7 @@ def _width(decoder: str) -> int:
 def main() -> None:
     usage(__doc__)
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["speed", "quality"])
+    parser.add_argument("mode", choices=["speed", "quality", "latents"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("name")
     parser.add_argument("--decoder")
@@ -157,8 +227,10 @@ def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if args.mode == "speed":
         speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width, args.channels)
-    else:
+    elif args.mode == "quality":
         quality(args.folder, args.name, args.results)
+    else:
+        latents(args.folder, args.name.split(","), args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_latents_mini")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from svdtool.console import console, progress_task
 from svdtool.errors import SvdtoolError
 from svdtool.memory import PeakRSS
 from svdtool.models import SAMPLERS, Source, component_config, generation_defaults, load_component, resolve_source
-from svdtool.models.decoders import check_decoder_fits, check_decoder_spec, describe_decoder, latent_scale, load_tiny_decoder
+from svdtool.models.decoders import (check_decoder_fits, check_decoder_spec, context_frames, describe_decoder, latent_scale,
+                                     load_tiny_decoder)
 from svdtool.outputs import atomic_output_dir, write_manifest
 
 from svdtool.runtime.deepcache import CACHED_FEATURE, check_branch
@@ -127,11 +128,13 @@ def export(
                     downsampled = downsample_top_level_keys(module, kv_downsample)
                 if name == "vae_decoder" and vae_decoder is not None:
                     tiny = load_tiny_decoder(vae_decoder)
-                    tiny_record = describe_decoder(vae_decoder, latent_scale(tiny, config))
-                    ov_model = _convert(name, tiny, trace_shape, config, via, tmp, scale=tiny_record["latent_scale"])
+                    context = context_frames(tiny.config.latent_channels, config["latent_channels"])
+                    tiny_record = describe_decoder(vae_decoder, latent_scale(tiny, config), context)
+                    ov_model = _convert(name, TinyDecoderWrapper(tiny, tiny_record["latent_scale"], context), trace_shape,
+                                        config, via, tmp)
                     del tiny
                 else:
-                    ov_model = _convert(name, module, trace_shape, config, via, tmp)
+                    ov_model = _convert(name, _WRAPPERS[name](module), trace_shape, config, via, tmp)
                 if name == "unet":
                     deepcache = _export_deepcache(module, cache_branches, trace_shape, config, tmp, weights)
                 if name in ("image_encoder", "vae_decoder", "unet"):
@@ -193,10 +196,10 @@ def _component_config(module_name: str, module: Any) -> dict[str, Any]:
     return json.loads(json.dumps(config, default=list))
 
 
-def _convert(name: str, module: Any, shape: ExportShape, config: dict, via: str, tmp: Path,
-             scale: float | None = None) -> ov.Model:
-    """`scale`: `module` is a tiny decoder taking the VAE's latents times `scale` (TinyDecoderWrapper)."""
-    wrapper = (_WRAPPERS[name](module) if scale is None else TinyDecoderWrapper(module, scale)).eval()
+def _convert(name: str, wrapper: torch.nn.Module, shape: ExportShape, config: dict, via: str, tmp: Path) -> ov.Model:
+    """Component `name` through its wrapper (wrappers.py) as an OpenVINO model, inputs and output named as the runtime
+    feeds them."""
+    wrapper = wrapper.eval()
     example = example_inputs(name, shape, config)
     shapes = input_shapes(name, shape, config)
     with torch.no_grad():

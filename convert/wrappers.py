@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from svdtool.models.decoders import with_neighbours
+
 
 class ImageEncoderWrapper(nn.Module):
     """pixel_values [B, 3, S, S] (S: the CLIP config's image_size, 224 for SVD) → image_embeds [B, D] (CLIP projection)."""
@@ -53,14 +55,15 @@ class VaeDecoderWrapper(nn.Module):
 class TinyDecoderWrapper(nn.Module):
     """The VaeDecoderWrapper interface for a tiny decoder (`--vae-decoder`, an AutoencoderTiny): latent_sample as the
     pipeline hands it (divided by the VAE's scaling_factor) times `scale` (the VAE's scaling factor over the tiny
-    model's) is in the tiny model's latent space; it decodes each frame on its own."""
+    model's) is in the tiny model's latent space; it decodes each frame on its own, seeing the `context` frames on
+    each side within the chunk it is given (models/decoders.py: with_neighbours)."""
 
-    def __init__(self, tiny: nn.Module, scale: float):
+    def __init__(self, tiny: nn.Module, scale: float, context: int = 0):
         super().__init__()
-        self.tiny, self.scale = tiny, scale
+        self.tiny, self.scale, self.context = tiny, scale, context
 
     def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
-        return self.tiny.decode(latent_sample * self.scale).sample
+        return self.tiny.decode(with_neighbours(latent_sample * self.scale, self.context)).sample
 
 
 class UnetWrapper(nn.Module):

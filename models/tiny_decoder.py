@@ -9,7 +9,9 @@ decoder is trained here: clips rendered as svd-mini's training renders them are 
 (`latent_dist.sample()`, as the UNet's training latents are) and decoded by the teacher's temporal decoder; the tiny
 decoder learns the teacher's frames (L1 + MSE), frame by frame, from the latents in diffusion space (× the teacher's
 scaling factor), as TAESD takes SD's; `--temporal W` adds the change between neighbouring frames (L1, weight W), which
-a decoder that sees one frame at a time otherwise gets wrong frame by frame, and `--init` fine-tunes an earlier one.
+a decoder that sees one frame at a time otherwise gets wrong frame by frame, `--context k` gives it the latents of the
+k frames on each side too (models/decoders.py), and `--init` fine-tunes an earlier one (widening a frame-by-frame one
+to `--context`: it starts out decoding exactly as before).
 A pool of clips is encoded and decoded once per call, so each step costs only
 the tiny decoder. Runs on a GPU or, slowly, on a CPU (bf16 autocast where it has AMX or AVX512-BF16).
 
@@ -29,7 +31,7 @@ from diffusers import AutoencoderKLTemporalDecoder, AutoencoderTiny
 
 from svdtool.errors import SvdtoolError
 
-from .decoders import check_decoder_fits, check_decoder_spec
+from .decoders import check_decoder_fits, check_decoder_spec, context_frames, decoder_config
 from .train_mini import _train, optimizer_for, read_state, require_pipeline, write_state
 from .training_data import clip_batches
 
@@ -37,10 +39,37 @@ app = typer.Typer(add_completion=False)
 CLIP_FRAMES = 8  # frames of each rendered clip, kept together in the pool
 
 
-def new_tiny_decoder(latent_channels: int, channels: int = 64) -> AutoencoderTiny:
+def new_tiny_decoder(latent_channels: int, channels: int = 64, context: int = 0) -> AutoencoderTiny:
     """TAESD's architecture (diffusers' defaults: `channels` 64) for `latent_channels` latents, taking latents in
-    diffusion space (scaling factor 1, as madebyollin/taesd); a wider decoder has `channels` in each of its blocks."""
-    return AutoencoderTiny(latent_channels=latent_channels, scaling_factor=1.0, decoder_block_out_channels=(channels,) * 4)
+    diffusion space (scaling factor 1, as madebyollin/taesd); a wider decoder has `channels` in each of its blocks, and
+    one with `context` takes the latents of that many frames on each side too."""
+    return AutoencoderTiny(latent_channels=latent_channels * (2 * context + 1), scaling_factor=1.0,
+                           decoder_block_out_channels=(channels,) * 4)
+
+
+def widen_to_context(tiny: AutoencoderTiny, context: int) -> AutoencoderTiny:
+    """A frame-by-frame tiny decoder taking the `context` frames on each side too, decoding exactly as before: its
+    first convolution's weights for the neighbours start at zero (the unused encoder's last layer is new)."""
+    channels = tiny.config.latent_channels
+    wide = AutoencoderTiny.from_config({**tiny.config, "latent_channels": channels * (2 * context + 1)})
+    state = {key: value.clone() for key, value in wide.state_dict().items()}
+    state.update({key: value for key, value in tiny.state_dict().items() if value.shape == state[key].shape})
+    first = "decoder.layers.0.weight"
+    state[first] = torch.zeros_like(state[first])
+    state[first][:, context * channels:(context + 1) * channels] = tiny.state_dict()[first]
+    wide.load_state_dict(state)
+    return wide
+
+
+def pool_latents(latents: torch.Tensor, index: torch.Tensor, context: int) -> torch.Tensor:
+    """The pool's frames `index` as a tiny decoder with `context` takes them: each with the latents of its clip's
+    `context` frames on each side, the clip's first and last standing in past its ends (decoders.with_neighbours)."""
+    if context == 0:
+        return latents[index]
+    position = index % CLIP_FRAMES
+    offsets = torch.arange(-context, context + 1, device=index.device)
+    neighbours = (index - position)[:, None] + (position[:, None] + offsets).clamp(0, CLIP_FRAMES - 1)
+    return latents[neighbours].flatten(1, 2)
 
 
 def compiled_teacher(vae: AutoencoderKLTemporalDecoder, latent_channels: int):
@@ -89,7 +118,7 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device:
 
 
 def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator, temporal: float = 0.0,
-                 edges: float = 0.0) -> torch.Tensor:
+                 edges: float = 0.0, context: int = 0) -> torch.Tensor:
     """L1 + MSE against the teacher's frames, `batch` frames drawn at random; with `temporal` > 0 the batch is whole
     clips, and the differences between neighbouring frames are matched too (L1, times `temporal`); with `edges` > 0 the
     differences between neighbouring pixels, across and down (L1, times `edges`: a frame that comes out softer or
@@ -101,7 +130,7 @@ def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch
     else:
         index = torch.randint(0, len(pool["frames"]), (batch,), generator=generator, device=device)
     target = pool["frames"][index].float() / 127.5 - 1
-    decoded = tiny.decode(pool["latents"][index].float()).sample.float()
+    decoded = tiny.decode(pool_latents(pool["latents"], index, context).float()).sample.float()
     loss = (decoded - target).abs().mean() + ((decoded - target) ** 2).mean()
     if temporal > 0:
         clip_shape = (-1, CLIP_FRAMES, *decoded.shape[1:])
@@ -130,6 +159,8 @@ def main(
     temporal: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring frames"),
     edges: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring pixels (sharpness)"),
     channels: int = typer.Option(64, min=8, help="a new decoder's width (TAESD's: 64; a fine-tune keeps --init's)"),
+    context: int = typer.Option(0, min=0, max=2, help="frames on each side a new decoder sees besides its own (0: frame "
+                                                      "by frame); widens a frame-by-frame --init"),
     minutes: float = typer.Option(30.0, min=0.0),
     batch: int = typer.Option(32, min=1, help="frames per step"),
     lr: float = typer.Option(1e-3),
@@ -139,14 +170,20 @@ def main(
 ) -> None:
     require_pipeline(teacher, "--teacher")
     saved = read_state(state, ("tiny", "optimizer", "steps", "log", "runs"))
+    vae_config = json.loads((teacher / "vae" / "config.json").read_text())
+    vae_channels = int(vae_config["latent_channels"])
     if init is not None and not saved:  # the checks export runs on --vae-decoder
         try:
-            check_decoder_fits(check_decoder_spec(str(init), "--init"), json.loads((teacher / "vae" / "config.json").read_text()), "--init")
+            check_decoder_fits(check_decoder_spec(str(init), "--init"), vae_config, "--init")
         except SvdtoolError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        init_context = context_frames(decoder_config(str(init), "--init")["latent_channels"], vae_channels)
+        if context and init_context not in (0, context):
+            raise typer.BadParameter(f"--init {init} sees {init_context} frames on each side: leave --context out or give "
+                                     f"a frame-by-frame decoder to widen to {context}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)
-    tiny = new_tiny_decoder(int(vae.config.latent_channels), saved.get("channels", 64) if saved else channels)
+    tiny = new_tiny_decoder(vae_channels, *((saved.get("channels", 64), saved.get("context", 0)) if saved else (channels, context)))
     steps, log, runs, trained_on = {"decoder": 0}, [], [], None
     if saved:
         tiny.load_state_dict(saved["tiny"])
@@ -156,6 +193,10 @@ def main(
         earlier = json.loads((init / "training.json").read_text()) if (init / "training.json").is_file() else {}
         steps, runs = dict(earlier.get("steps", steps)), [*earlier.get("runs", []), f"fine-tuned from {init.name}"]
         trained_on = earlier.get("trained_on")
+        if context and context_frames(tiny.config.latent_channels, vae_channels) == 0:
+            tiny = widen_to_context(tiny, context)
+            runs[-1] += f", widened to see {context} frame{'s' if context > 1 else ''} on each side"
+    context = context_frames(tiny.config.latent_channels, vae_channels)
     tiny.to(device).train()
     tiny.encoder.requires_grad_(False)  # only the decoder is used (--vae-decoder); the encoder stays as built
     parameters = list(tiny.decoder.parameters())
@@ -171,7 +212,7 @@ def main(
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges), parameters, optimizer, None, itertools.repeat(None),
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges, context), parameters, optimizer, None, itertools.repeat(None),
            minutes, "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips), L1 + MSE against the teacher's decoded frames"
@@ -181,8 +222,8 @@ def main(
     this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # appended where the run before had another
     trained_on = this_device if not trained_on else trained_on if trained_on.endswith(this_device) else f"{trained_on}, then {this_device}"
     write_state(state, {"tiny": tiny.state_dict(), "optimizer": optimizer.state_dict(), "steps": steps, "log": log, "runs": runs,
-                        "trained_on": trained_on, "channels": tiny.config.decoder_block_out_channels[0]})
-    save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, trained_on))
+                        "trained_on": trained_on, "channels": tiny.config.decoder_block_out_channels[0], "context": context})
+    save_decoder(tiny.cpu().eval(), out, training_record(teacher, steps, runs, trained_on, context))
     print(f"saved {out} after steps {steps}", flush=True)
 
 
@@ -192,10 +233,11 @@ def _cpu_has_bf16() -> bool:
     return bool({"AMX-BF16", "AVX512-BF16"} & set(cpu_info()["isa"]))
 
 
-def training_record(teacher: Path, steps: dict, runs: list[str], device: str) -> dict:
+def training_record(teacher: Path, steps: dict, runs: list[str], device: str, context: int = 0) -> dict:
     from svdtool.outputs import library_versions
 
     return {"model": "tiny VAE decoder (AutoencoderTiny)", "teacher": teacher.name, "trained_on": device, "steps": steps,
+            "context_frames": context,
             "objective": "the teacher's temporal decoder's frames from its encoder's latents (diffusion space), L1 + MSE "
                          "(runs: any loss on the change between neighbouring frames or pixels)",
             "versions": library_versions(), "runs": runs}

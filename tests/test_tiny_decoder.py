@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from svdtool.cli import app
 from svdtool.models import component_config, resolve_source
-from svdtool.models.tiny_decoder import CLIP_FRAMES, decoder_loss
+from svdtool.models.decoders import with_neighbours
+from svdtool.models.tiny_decoder import CLIP_FRAMES, decoder_loss, pool_latents, widen_to_context
 from svdtool.models.tiny_decoder import app as train_app
 
 runner = CliRunner()
@@ -76,8 +77,38 @@ def test_quantize_keeps_the_tiny_decoder(tiny_decoder_ir, image_file, calib_dir,
     assert result.exit_code == 0, result.output
 
 
+def test_a_decoder_with_context_sees_the_frames_beside_each_within_the_chunk_it_is_given(tmp_path):
+    vae_config = component_config(resolve_source("tiny"), "vae")
+    tiny = small_tiny_decoder(tmp_path / "decoder", latent_channels=3 * vae_config["latent_channels"])
+    result = runner.invoke(app, ["export", "tiny", "-o", str(tmp_path / "ir"), "--vae-decoder", str(tmp_path / "decoder")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ir" / "svdtool.json").read_text())["vae_decoder"]["context_frames"] == 1
+    compiled = ov.Core().compile_model(tmp_path / "ir" / "vae_decoder" / "openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    latents = torch.randn(4, vae_config["latent_channels"], 8, 8, generator=torch.Generator().manual_seed(0))
+    for chunk in (latents, latents[:1]):  # one frame stands in for both of its neighbours
+        with torch.no_grad():
+            expected = tiny.decode(with_neighbours(chunk * vae_config["scaling_factor"], 1)).sample.numpy()
+        assert np.abs(compiled(chunk.numpy())[0] - expected).max() < 2e-3  # fp16 weights
+    shuffled = latents[[1, 0, 2, 3]]  # frame 0's neighbours changed: so does its decoded frame, and frame 3's does not
+    decoded, again = compiled(latents.numpy())[0], compiled(shuffled.numpy())[0]
+    assert np.abs(decoded[2] - again[2]).max() > 1e-3 and np.abs(decoded[3] - again[3]).max() < 1e-5
+
+
+def test_widening_to_context_keeps_the_decoding_and_the_pool_gives_each_frame_its_clips_neighbours(tmp_path):
+    tiny = small_tiny_decoder(tmp_path / "decoder")
+    wide = widen_to_context(tiny, 1).eval()
+    assert wide.config.latent_channels == 12
+    latents = torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(wide.decode(with_neighbours(latents, 1)).sample, tiny.decode(latents).sample, atol=1e-6)
+    pool = torch.randn(2 * CLIP_FRAMES, 4, 2, 2)
+    index = torch.tensor([0, 3, CLIP_FRAMES - 1, CLIP_FRAMES, 2 * CLIP_FRAMES - 1])
+    by_clip = torch.cat([with_neighbours(clip, 2) for clip in pool.split(CLIP_FRAMES)])
+    assert torch.equal(pool_latents(pool, index, 2), by_clip[index])  # no frame sees the other clip's
+
+
 @pytest.mark.parametrize("case, message", [
-    ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4"),
+    ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4 (12 with a frame's neighbours)"),
     ("upscale", "upscales latents 4x, but this pipeline's VAE downscales frames 8x"),
     ("missing", "does not exist"),
     ("not-tiny", "not an AutoencoderTiny"),
@@ -138,18 +169,19 @@ def test_the_edge_loss_adds_the_error_of_the_change_between_neighbouring_pixels(
 
 @pytest.mark.parametrize("case, message", [("not-tiny", "give a diffusers AutoencoderTiny folder (with config.json)"),
                                            ("corrupt", "config.json is not readable JSON"),
-                                           ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4")])
+                                           ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4"),
+                                           ("context", "sees 1 frames on each side: leave --context out")])
 def test_a_decoder_to_fine_tune_that_does_not_fit_is_refused_in_one_line(case, message, tiny_torch, tmp_path):
     teacher, init = tmp_path / "teacher", tmp_path / "init"
     tiny_torch.save_pretrained(teacher)
-    if case == "channels":
-        small_tiny_decoder(init, latent_channels=8)
+    if case in ("channels", "context"):
+        small_tiny_decoder(init, latent_channels={"channels": 8, "context": 12}[case])
     else:
         init.mkdir()
     if case == "corrupt":
         (init / "config.json").write_text("{half a file")
     result = runner.invoke(train_app, ["--teacher", str(teacher), "--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"),
-                                       "--init", str(init)])
+                                       "--init", str(init), *(["--context", "2"] if case == "context" else [])])
     assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split()), result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
@@ -168,13 +200,14 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
         steps.append(json.loads((out / "training.json").read_text())["steps"]["decoder"])
     assert 0 < steps[0] < steps[1]
     assert json.loads((out / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
-    tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss, from a fresh state
+    tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss and its neighbours, from a fresh state
     result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
-                                       "--init", str(out), "--temporal", "1"])
+                                       "--init", str(out), "--temporal", "1", "--context", "1"])
     assert result.exit_code == 0, result.output
     record = json.loads((tuned / "training.json").read_text())
-    assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder" in record["runs"][-2]
-    assert "neighbouring frames" in record["runs"][-1]
-    assert json.loads((tuned / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
-    result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(out)])
+    assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder, widened to see 1 frame on each side" in record["runs"][-2]
+    assert "neighbouring frames" in record["runs"][-1] and record["context_frames"] == 1
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["decoder_block_out_channels"] == [16] * 4 and config["latent_channels"] == 3 * tiny_torch.vae.config.latent_channels
+    result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(tuned)])
     assert result.exit_code == 0, result.output
