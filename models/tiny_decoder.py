@@ -179,7 +179,8 @@ def main(
             raise typer.BadParameter(str(exc)) from exc
         init_context = context_frames(decoder_config(str(init), "--init")["latent_channels"], vae_channels)
         if context and init_context not in (0, context):
-            raise typer.BadParameter(f"--init {init} sees {init_context} frames on each side: leave --context out or give "
+            raise typer.BadParameter(f"--init {init} sees {init_context} frame{'s' if init_context > 1 else ''} on each side: "
+                                     "leave --context out or give "
                                      f"a frame-by-frame decoder to widen to {context}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vae = AutoencoderKLTemporalDecoder.from_pretrained(teacher / "vae").to(device).eval().requires_grad_(False)

@@ -170,7 +170,7 @@ def test_the_edge_loss_adds_the_error_of_the_change_between_neighbouring_pixels(
 @pytest.mark.parametrize("case, message", [("not-tiny", "give a diffusers AutoencoderTiny folder (with config.json)"),
                                            ("corrupt", "config.json is not readable JSON"),
                                            ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4"),
-                                           ("context", "sees 1 frames on each side: leave --context out")])
+                                           ("context", "sees 1 frame on each side: leave --context out")])
 def test_a_decoder_to_fine_tune_that_does_not_fit_is_refused_in_one_line(case, message, tiny_torch, tmp_path):
     teacher, init = tmp_path / "teacher", tmp_path / "init"
     tiny_torch.save_pretrained(teacher)
