@@ -35,6 +35,17 @@ def model_label(source: dict[str, Any]) -> str:
     return source["ref"] + (" (random weights)" if source.get("random_weights") else "")
 
 
+def decoder_latents(ir_dir: Path, frames: int, height: int, width: int):
+    """Random latents (seed 0, float32) for `frames` frames of height x width through `ir_dir`'s VAE decoder, shaped by
+    its config (latent channels, downscale): a decoder's time does not depend on its inputs' values."""
+    import numpy as np
+
+    config = json.loads((Path(ir_dir) / "vae_decoder" / "config.json").read_text())
+    scale = 2 ** (len(config["block_out_channels"]) - 1)
+    return np.random.default_rng(0).standard_normal((frames, config["latent_channels"], height // scale, width // scale),
+                                                    dtype=np.float32)
+
+
 def timed(function: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str, float]:
     for _ in range(warmup):
         function()

@@ -13,10 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 
-from common import machine, machine_line, model_label, save, timed
+from common import decoder_latents, machine, machine_line, model_label, save, timed
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     variants = {"FP16 weights (exported)": core.read_model(xml),  # a model of its own: compress_weights changes the one it gets
                 "INT8 weights (nncf.compress_weights INT8_ASYM)": nncf.compress_weights(
                     core.read_model(xml), mode=nncf.CompressWeightsMode.INT8_ASYM)}
-    latents = np.random.default_rng(0).standard_normal((args.frames, 4, args.height // 8, args.width // 8)).astype(np.float32)
+    latents = decoder_latents(Path(args.fp_ir), args.frames, args.height, args.width)
     rows = {}
     for label, variant in variants.items():
         compiled = core.compile_model(variant, "CPU")
@@ -46,11 +45,11 @@ def main() -> None:
         print(label, rows[label], flush=True)
     baseline = rows["FP16 weights (exported)"]["median_s"]
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "model": model,
-              "chunk": [args.frames, 4, args.height // 8, args.width // 8], "variants": rows}
+              "chunk": list(latents.shape), "variants": rows}
     cpu = result["machine"]
     lines = [f"# The VAE decoder: exported FP16 weights against weight-only INT8 ({args.width}×{args.height}, {args.frames} frames a call)", "",
              f"{machine_line(cpu)}; {model}'s FP16 IR, its vae_decoder, one call on "
-             f"{args.frames} latents of {args.height // 8}×{args.width // 8}, median of 3 after a warm-up.", "",
+             f"{args.frames} latents of {latents.shape[2]}×{latents.shape[3]}, median of 3 after a warm-up.", "",
              "| decoder weights | inference precision | s / call | vs FP16 weights |", "|---|---|---|---|"]
     for label, row in rows.items():
         lines.append(f"| {label} | {row['inference_precision']} | {row['median_s']} | {baseline / row['median_s']:.2f}× |")

@@ -32,7 +32,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, machine_line, save, timed, usage  # noqa: E402
+from common import decoder_latents, machine, machine_line, save, timed, usage  # noqa: E402
 
 HELD_OUT = Path(__file__).parent / "heldout"
 CALIBRATION = Path(__file__).parents[1] / "examples" / "calibration"
@@ -69,9 +69,7 @@ def tiny_decoder_ir(spec: str | None, vae_config: dict, folder: Path, channels: 
 
 def speed(ir_dir: Path, name: str, spec: str | None, frames: int, height: int, width: int, channels: int = 64) -> None:
     vae_config = json.loads((ir_dir / "vae_decoder" / "config.json").read_text())
-    scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    latents = np.random.default_rng(0).standard_normal((frames, vae_config["latent_channels"], height // scale, width // scale),
-                                                       dtype=np.float32)
+    latents = decoder_latents(ir_dir, frames, height, width)
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "ir": str(ir_dir), "frames": frames, "height": height,
                "width": width, "tiny_decoder": spec or f"TAESD's architecture (AutoencoderTiny), {channels} channels a block, random weights"}
     results["temporal"] = time_decoder(ir_dir / "vae_decoder" / "openvino_model.xml", latents)
@@ -146,14 +144,13 @@ def quality(work: Path, decoder: str, results: str = "tiny_decoder_mini") -> Non
 
 
 def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_latents_mini") -> None:
-    import cv2
     import torch
     from diffusers import AutoencoderTiny
     from PIL import Image
 
     from svdtool.models import generation_defaults, load_pipeline, resolve_source
     from svdtool.models.decoders import context_frames, with_neighbours
-    from svdtool.validate.metrics import sharpness, temporal_mse
+    from svdtool.validate.metrics import grayscale, sharpness, temporal_mse
 
     source = resolve_source(str(model))
     defaults, pipeline = generation_defaults(source), load_pipeline(source)
@@ -162,8 +159,7 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
     tinies = {Path(spec).name: AutoencoderTiny.from_pretrained(spec).eval() for spec in decoders}
 
     def gray(decoded: torch.Tensor) -> np.ndarray:
-        frames = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames])
+        return grayscale(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
 
     def changes(diffusion_latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
         decoded = vae.decode(diffusion_latents / scaling_factor, num_frames=len(diffusion_latents)).sample
