@@ -202,11 +202,12 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
     assert json.loads((out / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
     tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss and its neighbours, from a fresh state
     result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
-                                       "--init", str(out), "--temporal", "1", "--context", "1"])
+                                       "--init", str(out), "--temporal", "1", "--context", "1", "--leaves", "0.5", "--mosaics", "0.5"])
     assert result.exit_code == 0, result.output
     record = json.loads((tuned / "training.json").read_text())
     assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder, widened to see 1 frame on each side" in record["runs"][-2]
     assert "neighbouring frames" in record["runs"][-1] and record["context_frames"] == 1
+    assert "mosaics 0.5, dead leaves 0.5" in record["runs"][-1]
     config = json.loads((tuned / "config.json").read_text())
     assert config["decoder_block_out_channels"] == [16] * 4 and config["latent_channels"] == 3 * tiny_torch.vae.config.latent_channels
     result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(tuned)])
