@@ -24,8 +24,9 @@ TABLES = [
                    "spr2-svd14 --memory low; svdtool bench MINI_FP16_IR MINI_STUDENT_INT8 -o mini.json; "
                    "python bench/fewstep.py table WORK spr2-svd14 --bench svd-mini=mini.json; the Xeon's rows: "
                    "CPUS=2-15 FRAMES=\"14 25\" MEMORY=\"standard low\" TARGETS=vnni TEACHER_FROM_STUDENT=1 "
-                   "bench/server_speed_ladder.sh student|collect OUT (GPU host; its rows came from one session's parts of it, "
-                   "docs/fewstep.md), then python bench/fewstep.py table OUT xeon14-low-vnni xeon14-vnni xeon25-vnni"),
+                   "bench/server_speed_ladder.sh student|collect OUT (GPU host; its rows came from two sessions' parts of it, "
+                   "docs/fewstep.md), then python bench/fewstep.py table OUT xeon14-low-vnni xeon14-vnni xeon25-vnni "
+                   "xeon25-low-vnni"),
     ("generate_memory_svd_spr2.md", "python bench/generate_memory.py IR --height 576 --width 1024 --frames 14 --steps 1 "
                                     "--variants before,release,low --name svd_spr2"),
     ("generate_memory_xeon_svd-xt.md", "bench/server_true_size.sh prepare OUT && bench/server_true_size.sh measure OUT"),
