@@ -12,8 +12,12 @@
     python bench/tiny_decoder.py latents MODEL DECODER[,DECODER...] [--results NAME]
         which latents a tiny decoder is off on: per held-out photo, the sharpness and temporal MSE of each DECODER's
         frames against MODEL's temporal decoder's, decoding (a) the latents MODEL's PyTorch pipeline generates (its
-        defaults, seed 42: what `generate` decodes) and (b) those frames encoded again by MODEL's VAE (what the
-        decoder was distilled on) -> bench/results/NAME.{json,md} (tiny_decoder_latents_mini)
+        defaults, seed 42: what `generate` decodes), (b) those frames encoded again by MODEL's VAE (what the
+        decoder was distilled on) and (c) the photo as a still clip, encoded -> bench/results/NAME.{json,md} (tiny_decoder_latents_mini)
+    python bench/tiny_decoder.py pool MODEL MOSAICS:LEAVES[,...] [--clips N] [--results NAME]
+        how the training pool's content compares with the held-out inputs: the sharpness (validate's Laplacian variance)
+        of the held-out photos resized to MODEL's size, and of the first frames of N (192) clips rendered as
+        `tiny_decoder --mosaics M --leaves L` pools them -> bench/results/NAME.{json,md} (tiny_decoder_pool)
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
     def changes(diffusion_latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
         decoded = vae.decode(diffusion_latents / scaling_factor, num_frames=len(diffusion_latents)).sample
         reference = gray(decoded)
-        row = {}
+        row = {"temporal_decoder_sharpness": round(sharpness(reference), 1)}
         for name, tiny in tinies.items():
             context = context_frames(tiny.config.latent_channels, diffusion_latents.shape[1])
             frames = gray(tiny.decode(with_neighbours(diffusion_latents, context)).sample)
@@ -184,12 +188,14 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
             decoded, rows.setdefault(photo.stem, {})["generated"] = changes(generated)
             encoded = vae.encode(decoded).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor
             rows[photo.stem]["encoded"] = changes(encoded)[1]
+            still = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).repeat(len(decoded), 1, 1, 1)
+            rows[photo.stem]["still"] = changes(vae.encode(still).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor)[1]
     info = machine()
-    lines = ["| photo | latents | " + " | ".join(f"{name}: sharpness, temporal MSE" for name in tinies) + " |",
-             "|---|---|" + "---|" * len(tinies)]
+    lines = ["| photo | latents | temporal decoder's sharpness | " + " | ".join(f"{name}: sharpness, temporal MSE" for name in tinies) + " |",
+             "|---|---|---|" + "---|" * len(tinies)]
     for photo, kinds in rows.items():
         for kind, row in kinds.items():
-            lines.append(f"| {photo} | {kind} | " + " | ".join(
+            lines.append(f"| {photo} | {kind} | {row['temporal_decoder_sharpness']:g} | " + " | ".join(
                 f"{row[name]['sharpness']:+.1%}, {row[name]['temporal_mse']:+.1%}" for name in tinies) + " |")
     markdown = "\n".join([
         f"# Tiny decoders against {model.name}'s temporal decoder, per kind of latents", "",
@@ -197,10 +203,49 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
         f"the same latents, relative (validate's limits: sharpness ±20 %, temporal MSE ±15 %). *generated*: the latents "
         f"{model.name}'s pipeline makes from the photo ({defaults.height}x{defaults.width}x{defaults.num_frames}, "
         f"{defaults.num_inference_steps} Euler steps, seed 42); *encoded*: those frames, decoded by the temporal "
-        "decoder, encoded again by the VAE (a sample of its latent distribution, as the tiny decoders' training pools are).",
+        "decoder, encoded again by the VAE (a sample of its latent distribution, as the tiny decoders' training pools are); "
+        "*still*: the photo itself as a clip that does not move, encoded the same way.",
         "", *lines, "", f"Reproduce: `python bench/tiny_decoder.py latents {model} {','.join(decoders)} --results {results}`", ""])
     save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "model": str(model), "decoders": decoders,
                    "photos": rows}, markdown)
+
+
+def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder_pool") -> None:
+    import torch
+    from PIL import Image
+
+    from svdtool.models import generation_defaults, resolve_source
+    from svdtool.models.scenes import SceneMix, photo_bank, render_clips
+    from svdtool.validate.metrics import grayscale, sharpness
+
+    def frame_sharpness(frames: np.ndarray) -> list[float]:  # (N, H, W, 3) uint8
+        return [round(sharpness(grayscale(frame[None])), 1) for frame in frames]
+
+    defaults = generation_defaults(resolve_source(str(model)))
+    held_out = {photo.stem: frame_sharpness(np.asarray(Image.open(photo).convert("RGB").resize((defaults.width, defaults.height)))[None])[0]
+                for photo in sorted(HELD_OUT.glob("*.jpg"))}
+    photos, rows = photo_bank(), {}
+    for mix in mixes:
+        mosaics, leaves = (float(share) for share in mix.split(":"))
+        first_frames = torch.cat([render_clips(7_000 + start, min(16, clips - start), 2, photos, motion="zoom",
+                                               mix=SceneMix(mosaics, leaves)).frames[:, 0] for start in range(0, clips, 16)])
+        values = np.array(frame_sharpness(((first_frames + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()))
+        rows[mix] = {"mosaics": mosaics, "leaves": leaves, "clips": clips,
+                     **{f"p{q}": round(float(np.percentile(values, q)), 1) for q in (10, 50, 90)},
+                     "share_as_sharp_as_held_out": round(float((values >= min(held_out.values())).mean()), 3)}
+    info = machine()
+    lines = ["| content | sharpness p10 / median / p90 | share at least as sharp as the softest held-out photo |", "|---|---|---|",
+             f"| held-out photos at {defaults.height}x{defaults.width} | "
+             + ", ".join(f"{name} {value:g}" for name, value in held_out.items()) + " | |"]
+    lines += [f"| pool, mosaics {row['mosaics']:g}, dead leaves {row['leaves']:g} | {row['p10']:g} / {row['p50']:g} / "
+              f"{row['p90']:g} | {row['share_as_sharp_as_held_out']:.0%} |" for row in rows.values()]
+    markdown = "\n".join([
+        "# The tiny decoder's training pool against the held-out inputs", "",
+        f"{machine_line(info)}. Sharpness is validate's (the variance of the Laplacian of the grey frame); the pool's rows "
+        f"are the first frames of {clips} clips rendered as `python -m svdtool.models.tiny_decoder` pools them (zoom motion, "
+        "its `--mosaics` and `--leaves` shares).", "", *lines, "",
+        f"Reproduce: `python bench/tiny_decoder.py pool {model} {','.join(mixes)} --clips {clips} --results {results}`", ""])
+    save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "held_out": held_out, "pools": rows}, markdown)
 
 
 def _width(decoder: str) -> int:
@@ -210,7 +255,7 @@ def _width(decoder: str) -> int:
 def main() -> None:
     usage(__doc__)
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["speed", "quality", "latents"])
+    parser.add_argument("mode", choices=["speed", "quality", "latents", "pool"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("name")
     parser.add_argument("--decoder")
@@ -219,12 +264,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--channels", type=int, default=64, help="speed without --decoder: the random tiny decoder's width")
     parser.add_argument("--results", default="tiny_decoder_mini", help="quality: the result files' name")
+    parser.add_argument("--clips", type=int, default=192, help="pool: clips rendered per mix")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if args.mode == "speed":
         speed(args.folder, args.name, args.decoder, args.frames, args.height, args.width, args.channels)
     elif args.mode == "quality":
         quality(args.folder, args.name, args.results)
+    elif args.mode == "pool":
+        pool(args.folder, args.name.split(","), args.clips, args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_pool")
     else:
         latents(args.folder, args.name.split(","), args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_latents_mini")
 

@@ -120,11 +120,12 @@ def build_pool(vae: AutoencoderKLTemporalDecoder, clips: int, seed: int, device:
 
 
 def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch.Generator, temporal: float = 0.0,
-                 edges: float = 0.0, context: int = 0) -> torch.Tensor:
+                 edges: float = 0.0, context: int = 0, laplacian: float = 0.0) -> torch.Tensor:
     """L1 + MSE against the teacher's frames, `batch` frames drawn at random; with `temporal` > 0 the batch is whole
     clips, and the differences between neighbouring frames are matched too (L1, times `temporal`); with `edges` > 0 the
     differences between neighbouring pixels, across and down (L1, times `edges`: a frame that comes out softer or
-    sharper than the teacher's is off there even where its mean error is small)."""
+    sharper than the teacher's is off there even where its mean error is small); with `laplacian` > 0 each pixel's
+    Laplacian (L1, times `laplacian`: the second differences whose variance is validate's sharpness)."""
     device = pool["frames"].device
     if temporal > 0:
         clips = torch.randint(0, len(pool["frames"]) // CLIP_FRAMES, (max(1, batch // CLIP_FRAMES),), generator=generator, device=device)
@@ -139,7 +140,15 @@ def decoder_loss(tiny: AutoencoderTiny, pool: dict, batch: int, generator: torch
         loss = loss + temporal * (decoded.view(clip_shape).diff(dim=1) - target.view(clip_shape).diff(dim=1)).abs().mean()
     if edges > 0:
         loss = loss + edges * sum((decoded.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (-1, -2))
+    if laplacian > 0:
+        loss = loss + laplacian * (_laplacian(decoded) - _laplacian(target)).abs().mean()
     return loss
+
+
+def _laplacian(frames: torch.Tensor) -> torch.Tensor:
+    """The 4-neighbour Laplacian of each channel (the kernel OpenCV's Laplacian applies), inside the frame."""
+    return (frames[..., 1:-1, :-2] + frames[..., 1:-1, 2:] + frames[..., :-2, 1:-1] + frames[..., 2:, 1:-1]
+            - 4 * frames[..., 1:-1, 1:-1])
 
 
 def save_decoder(tiny: AutoencoderTiny, folder: Path, record: dict) -> None:
@@ -160,6 +169,7 @@ def main(
     init: Path | None = typer.Option(None, help="a tiny decoder folder to start from when --state has none (fine-tuning)"),
     temporal: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring frames"),
     edges: float = typer.Option(0.0, min=0.0, help="weight of the loss on the change between neighbouring pixels (sharpness)"),
+    laplacian: float = typer.Option(0.0, min=0.0, help="weight of the loss on each pixel's Laplacian (fine detail)"),
     channels: int = typer.Option(64, min=8, help="a new decoder's width (TAESD's: 64; a fine-tune keeps --init's)"),
     context: int = typer.Option(0, min=0, max=2, help="frames on each side a new decoder sees besides its own (0: frame "
                                                       "by frame); widens a frame-by-frame --init"),
@@ -219,13 +229,14 @@ def main(
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges, context), parameters, optimizer, None, itertools.repeat(None),
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges, context, laplacian), parameters, optimizer, None, itertools.repeat(None),
            minutes, "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips{f', mosaics {mosaics:g}' if mosaics != MOSAIC_SHARE else ''}"
                 f"{f', dead leaves {leaves:g}' if leaves else ''}), L1 + MSE against the teacher's decoded frames"
                 f"{f', + {temporal:g} x L1 of the change between neighbouring frames' if temporal else ''}"
                 f"{f', + {edges:g} x L1 of the change between neighbouring pixels' if edges else ''}"
+                f"{f', + {laplacian:g} x L1 of the Laplacian' if laplacian else ''}"
                 f"{', lr decayed linearly to 0' if anneal else ''}")
     this_device = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # appended where the run before had another
     trained_on = this_device if not trained_on else trained_on if trained_on.endswith(this_device) else f"{trained_on}, then {this_device}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import openvino as ov
 import pytest
@@ -167,6 +168,21 @@ def test_the_edge_loss_adds_the_error_of_the_change_between_neighbouring_pixels(
         assert offset.item() == pytest.approx(0.1 + 0.01, abs=1e-6)  # an error without edges costs nothing more
 
 
+def test_the_laplacian_loss_adds_the_error_of_each_pixels_laplacian_as_opencv_computes_it():
+    frames = 4
+    latents = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 4, 2, 2)
+    checkerboard = ((torch.arange(4)[:, None] + torch.arange(4)) % 2 * 255).to(torch.uint8).expand(frames, 3, 4, 4)
+    grey = SimpleNamespace(decode=lambda lat: SimpleNamespace(sample=torch.zeros(len(lat), 3, 4, 4)))
+    target = checkerboard.float().numpy()[0, 0] / 127.5 - 1
+    laplacian = np.abs(cv2.Laplacian(target, cv2.CV_32F)[1:-1, 1:-1]).mean()  # 8 inside a checkerboard of -1 and 1
+    for weight in (0.0, 2.0):
+        loss = decoder_loss(grey, {"latents": latents, "frames": checkerboard}, 4, torch.Generator().manual_seed(0), laplacian=weight)
+        assert loss.item() == pytest.approx(1 + 1 + weight * laplacian, abs=1e-5) and laplacian == pytest.approx(8)
+    flat = {"latents": latents, "frames": torch.zeros(frames, 3, 4, 4, dtype=torch.uint8)}
+    offset = decoder_loss(OffsetDecoder(torch.full((frames,), 0.1)), flat, 4, torch.Generator().manual_seed(0), laplacian=2.0)
+    assert offset.item() == pytest.approx(0.1 + 0.01, abs=1e-6)  # a flat error has no Laplacian
+
+
 @pytest.mark.parametrize("case, message", [("not-tiny", "give a diffusers AutoencoderTiny folder (with config.json)"),
                                            ("corrupt", "config.json is not readable JSON"),
                                            ("channels", "decodes 8-channel latents, but this pipeline's VAE makes 4"),
@@ -202,12 +218,13 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
     assert json.loads((out / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
     tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss and its neighbours, from a fresh state
     result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
-                                       "--init", str(out), "--temporal", "1", "--context", "1", "--leaves", "0.5", "--mosaics", "0.5"])
+                                       "--init", str(out), "--temporal", "1", "--context", "1", "--leaves", "0.5", "--mosaics", "0.5",
+                                       "--laplacian", "1"])
     assert result.exit_code == 0, result.output
     record = json.loads((tuned / "training.json").read_text())
     assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder, widened to see 1 frame on each side" in record["runs"][-2]
     assert "neighbouring frames" in record["runs"][-1] and record["context_frames"] == 1
-    assert "mosaics 0.5, dead leaves 0.5" in record["runs"][-1]
+    assert "mosaics 0.5, dead leaves 0.5" in record["runs"][-1] and "1 x L1 of the Laplacian" in record["runs"][-1]
     config = json.loads((tuned / "config.json").read_text())
     assert config["decoder_block_out_channels"] == [16] * 4 and config["latent_channels"] == 3 * tiny_torch.vae.config.latent_channels
     result = runner.invoke(app, ["export", str(teacher), "-o", str(tmp_path / "ir"), "--vae-decoder", str(tuned)])
