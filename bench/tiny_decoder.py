@@ -13,7 +13,8 @@
         which latents a tiny decoder is off on: per held-out photo, the sharpness and temporal MSE of each DECODER's
         frames against MODEL's temporal decoder's, decoding (a) the latents MODEL's PyTorch pipeline generates (its
         defaults, seed 42: what `generate` decodes), (b) those frames encoded again by MODEL's VAE (what the
-        decoder was distilled on) and (c) the photo as a still clip, encoded -> bench/results/NAME.{json,md} (tiny_decoder_latents_mini)
+        decoder was distilled on) and (c) the photo as a still clip, encoded
+        -> bench/results/NAME.{json,md} (tiny_decoder_latents_mini)
     python bench/tiny_decoder.py pool MODEL MOSAICS:LEAVES[,...] [--clips N] [--results NAME]
         how the training pool's content compares with the held-out inputs: the sharpness (validate's Laplacian variance)
         of the held-out photos resized to MODEL's size, and of the first frames of N (192) clips rendered as
@@ -188,10 +189,12 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
             decoded, rows.setdefault(photo.stem, {})["generated"] = changes(generated)
             encoded = vae.encode(decoded).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor
             rows[photo.stem]["encoded"] = changes(encoded)[1]
-            still = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).repeat(len(decoded), 1, 1, 1)
-            rows[photo.stem]["still"] = changes(vae.encode(still).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor)[1]
+            still = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+            still = vae.encode(still.repeat(len(decoded), 1, 1, 1)).latent_dist.sample(torch.Generator().manual_seed(0))
+            rows[photo.stem]["still"] = changes(still * scaling_factor)[1]
     info = machine()
-    lines = ["| photo | latents | temporal decoder's sharpness | " + " | ".join(f"{name}: sharpness, temporal MSE" for name in tinies) + " |",
+    lines = ["| photo | latents | temporal decoder's sharpness | "
+             + " | ".join(f"{name}: sharpness, temporal MSE" for name in tinies) + " |",
              "|---|---|---|" + "---|" * len(tinies)]
     for photo, kinds in rows.items():
         for kind, row in kinds.items():
@@ -222,7 +225,8 @@ def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder
         return [round(sharpness(grayscale(frame[None])), 1) for frame in frames]
 
     defaults = generation_defaults(resolve_source(str(model)))
-    held_out = {photo.stem: frame_sharpness(np.asarray(Image.open(photo).convert("RGB").resize((defaults.width, defaults.height)))[None])[0]
+    size = (defaults.width, defaults.height)
+    held_out = {photo.stem: frame_sharpness(np.asarray(Image.open(photo).convert("RGB").resize(size))[None])[0]
                 for photo in sorted(HELD_OUT.glob("*.jpg"))}
     photos, rows = photo_bank(), {}
     for mix in mixes:
@@ -234,7 +238,8 @@ def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder
                      **{f"p{q}": round(float(np.percentile(values, q)), 1) for q in (10, 50, 90)},
                      "share_as_sharp_as_held_out": round(float((values >= min(held_out.values())).mean()), 3)}
     info = machine()
-    lines = ["| content | sharpness p10 / median / p90 | share at least as sharp as the softest held-out photo |", "|---|---|---|",
+    lines = ["| content | sharpness p10 / median / p90 | share at least as sharp as the softest held-out photo |",
+             "|---|---|---|",
              f"| held-out photos at {defaults.height}x{defaults.width} | "
              + ", ".join(f"{name} {value:g}" for name, value in held_out.items()) + " | |"]
     lines += [f"| pool, mosaics {row['mosaics']:g}, dead leaves {row['leaves']:g} | {row['p10']:g} / {row['p50']:g} / "
@@ -272,7 +277,8 @@ def main() -> None:
     elif args.mode == "quality":
         quality(args.folder, args.name, args.results)
     elif args.mode == "pool":
-        pool(args.folder, args.name.split(","), args.clips, args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_pool")
+        pool(args.folder, args.name.split(","), args.clips,
+             args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_pool")
     else:
         latents(args.folder, args.name.split(","), args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_latents_mini")
 

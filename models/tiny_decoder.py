@@ -32,8 +32,8 @@ from diffusers import AutoencoderKLTemporalDecoder, AutoencoderTiny
 from svdtool.errors import SvdtoolError
 
 from .decoders import check_decoder_fits, check_decoder_spec, context_frames, decoder_config
-from .train_mini import _train, optimizer_for, read_state, require_pipeline, write_state
 from .scenes import MOSAIC_SHARE, SceneMix
+from .train_mini import _train, optimizer_for, read_state, require_pipeline, write_state
 from .training_data import clip_batches
 
 app = typer.Typer(add_completion=False)
@@ -178,8 +178,9 @@ def main(
     lr: float = typer.Option(1e-3),
     anneal: bool = typer.Option(True, help="decay the learning rate linearly to 0 over --minutes"),
     pool_clips: int = typer.Option(512, min=1, help="clips (x8 frames) encoded and decoded once per call"),
-    mosaics: float = typer.Option(MOSAIC_SHARE, min=0.0, max=1.0, help="share of the pool's clips showing four whole "
-                                                                       "photos at the clip's size (the held-out inputs' scale)"),
+    mosaics: float = typer.Option(MOSAIC_SHARE, min=0.0, max=1.0,
+                                  help="share of the pool's clips showing four whole photos at the clip's size (the "
+                                       "held-out inputs' scale)"),
     leaves: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the pool's clips showing dead-leaves scenes "
                                                              "(photo colours and textures, edges at every scale)"),
     workers: int = typer.Option(2, min=0, help="CPU processes rendering clips"),
@@ -224,13 +225,14 @@ def main(
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
 
     start = time.time()
-    pool = build_pool(vae, pool_clips, 9_000_000 + steps["decoder"] * 7919, device, workers, autocast, SceneMix(mosaics, leaves))
+    pool = build_pool(vae, pool_clips, 9_000_000 + steps["decoder"] * 7919, device, workers, autocast,
+                      SceneMix(mosaics, leaves))
     print(f"pooled {pool_clips} clips in {time.time() - start:.0f} s; resumed at step {steps['decoder']}", flush=True)
     del vae
     generator = torch.Generator(device).manual_seed(steps["decoder"])
     first = steps["decoder"]
-    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges, context, laplacian), parameters, optimizer, None, itertools.repeat(None),
-           minutes, "decoder", steps, log, autocast, anneal=anneal)
+    _train(lambda _: decoder_loss(tiny, pool, batch, generator, temporal, edges, context, laplacian), parameters, optimizer,
+           None, itertools.repeat(None), minutes, "decoder", steps, log, autocast, anneal=anneal)
     runs.append(f"decoder distillation: {first:,} -> {steps['decoder']:,} steps at lr {lr:g}, {batch} frames a step "
                 f"(a pool of {pool_clips:,} clips{f', mosaics {mosaics:g}' if mosaics != MOSAIC_SHARE else ''}"
                 f"{f', dead leaves {leaves:g}' if leaves else ''}), L1 + MSE against the teacher's decoded frames"

@@ -176,7 +176,8 @@ def test_the_laplacian_loss_adds_the_error_of_each_pixels_laplacian_as_opencv_co
     target = checkerboard.float().numpy()[0, 0] / 127.5 - 1
     laplacian = np.abs(cv2.Laplacian(target, cv2.CV_32F)[1:-1, 1:-1]).mean()  # 8 inside a checkerboard of -1 and 1
     for weight in (0.0, 2.0):
-        loss = decoder_loss(grey, {"latents": latents, "frames": checkerboard}, 4, torch.Generator().manual_seed(0), laplacian=weight)
+        loss = decoder_loss(grey, {"latents": latents, "frames": checkerboard}, 4, torch.Generator().manual_seed(0),
+                            laplacian=weight)
         assert loss.item() == pytest.approx(1 + 1 + weight * laplacian, abs=1e-5) and laplacian == pytest.approx(8)
     flat = {"latents": latents, "frames": torch.zeros(frames, 3, 4, 4, dtype=torch.uint8)}
     offset = decoder_loss(OffsetDecoder(torch.full((frames,), 0.1)), flat, 4, torch.Generator().manual_seed(0), laplacian=2.0)
@@ -218,8 +219,8 @@ def test_training_resumes_and_leaves_a_decoder_export_takes(tiny_torch, tmp_path
     assert json.loads((out / "config.json").read_text())["decoder_block_out_channels"] == [16] * 4
     tuned = tmp_path / "tuned"  # fine-tuning that decoder with the temporal loss and its neighbours, from a fresh state
     result = runner.invoke(train_app, [*arguments[:2], "--out", str(tuned), "--state", str(tmp_path / "state2"), *arguments[6:],
-                                       "--init", str(out), "--temporal", "1", "--context", "1", "--leaves", "0.5", "--mosaics", "0.5",
-                                       "--laplacian", "1"])
+                                       "--init", str(out), "--temporal", "1", "--context", "1", "--leaves", "0.5",
+                                       "--mosaics", "0.5", "--laplacian", "1"])
     assert result.exit_code == 0, result.output
     record = json.loads((tuned / "training.json").read_text())
     assert record["steps"]["decoder"] > steps[1] and "fine-tuned from decoder, widened to see 1 frame on each side" in record["runs"][-2]
