@@ -45,7 +45,7 @@
 #                                                    TEMPORAL, EDGES its --batch, --pool-clips, --temporal, --edges, TINY_INIT (a carried
 #                                                    .mini/ tiny decoder), LR (1e-3), TINY_CHANNELS and TINY_CONTEXT its --init, --lr,
 #                                                    --channels and --context, TINY_MOSAICS and TINY_LEAVES the pool's
-#                                                    --mosaics and --leaves shares; svd-mini's (bench/results/tiny_decoder_mini.md):
+#                                                    --mosaics and --leaves shares, TINY_LAPLACIAN its --laplacian; svd-mini's (bench/results/tiny_decoder_mini.md):
 #                                                    NAME=taesd-gpu INIT=v7-vae POOL=1024 WORKERS=2 tiny OUT 14 under
 #                                                    taskset -c 0-1 beside the Xeon ladder, 12,890 steps on an H100
 #                                                    (1,024 clips pooled in 15 s: a larger POOL costs little)
@@ -161,7 +161,8 @@ tiny)  # M min: .mini/INIT's VAE decoder distilled into a tiny decoder (svdtool.
   python3 -m svdtool.models.tiny_decoder --teacher .mini/${INIT:-v7-vae} --out $cache/mini/$name --state $cache/train/$name \
     --minutes "$3" --batch "${TINY_BATCH:-256}" --pool-clips "${POOL:-4096}" --workers $workers ${TEMPORAL:+--temporal $TEMPORAL} ${EDGES:+--edges $EDGES} \
     ${TINY_INIT:+--init .mini/$TINY_INIT} --lr "${LR:-1e-3}" ${TINY_CHANNELS:+--channels $TINY_CHANNELS} ${TINY_CONTEXT:+--context $TINY_CONTEXT} \
-    ${TINY_MOSAICS:+--mosaics $TINY_MOSAICS} ${TINY_LEAVES:+--leaves $TINY_LEAVES} >> "$out/tiny_$name.log" 2>&1
+    ${TINY_MOSAICS:+--mosaics $TINY_MOSAICS} ${TINY_LEAVES:+--leaves $TINY_LEAVES} ${TINY_LAPLACIAN:+--laplacian $TINY_LAPLACIAN} \
+    >> "$out/tiny_$name.log" 2>&1
   tar -C $cache/mini -chf - $name | split -b 15M - "$out/mini_$name.tar.part-" ;;
 speed)
   python3 models/training/train_speed.py --json "$out/train_speed.json" > "$out/train_speed.log" 2>&1 ;;
