@@ -15,7 +15,8 @@ IR at its 4 steps against the teacher's FP16 IR at its 25 Euler steps.
         figures from WORK/fewstep_NAME0.json, measured in this run at the same size and memory mode (a second student)
     python bench/fewstep.py table WORK NAME... [--bench MODEL=REPORT.json ...]   -> bench/results/fewstep.{json,md}, with
         `svdtool bench TEACHER_IR WORK/student-int8 -o REPORT.json` reports (each folder at its own steps: whole videos);
-        the rows already in bench/results/fewstep.json stay unless a NAME or MODEL replaces them
+        the rows already in bench/results/fewstep.json stay unless a NAME or MODEL replaces them (MODEL@MACHINE keeps
+        another machine's row of that model: the table shows MODEL)
 
 svd and svd-xt have random weights: their figures are speed and memory only.
 """
@@ -124,7 +125,7 @@ def table(work: Path, names: list[str], bench_files: list[str]) -> None:
     for model, report in benches.items():
         teacher, student = report["results"][:2]
         settings = report["settings"]
-        lines.append(f"| {cpu_label(report['cpu'])} | {model}, "
+        lines.append(f"| {cpu_label(report['cpu'])} | {model.split('@')[0]}, "
                      f"{settings['height']}×{settings['width']}×{settings['num_frames']} | {_steps(teacher)}: "
                      f"{teacher['video_s']['median']:.2f} s | {_steps(student)}: {student['video_s']['median']:.2f} s | "
                      f"**{teacher['video_s']['median'] / student['video_s']['median']:.2f}×** | `svdtool bench`: whole videos, "

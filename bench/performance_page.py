@@ -22,7 +22,9 @@ TABLES = [
                         "bench/server_speed_ladder.sh on the GPU host; python bench/speed_ladder.py table WORK --speed xeon25"),
     ("fewstep.md", "python bench/fewstep.py build WORK svd --calib-small && python bench/fewstep.py speed WORK SVD_FP16_IR "
                    "spr2-svd14 --memory low; svdtool bench MINI_FP16_IR MINI_STUDENT_INT8 -o mini.json; "
-                   "python bench/fewstep.py table WORK spr2-svd14 --bench svd-mini=mini.json; the Xeon's rows: "
+                   "python bench/fewstep.py table WORK spr2-svd14 --bench svd-mini=mini.json; the mini-lcm rows: "
+                   "svdtool bench MINI_FP16_IR LCM_INT8_IR -i bench/heldout/chelsea.jpg -o lcm.json, then --bench "
+                   "mini-lcm=lcm.json (another machine: mini-lcm@NAME=lcm.json); the Xeon's rows: "
                    "CPUS=2-15 FRAMES=\"14 25\" MEMORY=\"standard low\" TARGETS=vnni TEACHER_FROM_STUDENT=1 "
                    "bench/server_speed_ladder.sh student|collect OUT (GPU host; its rows came from two sessions' parts of it, "
                    "docs/fewstep.md), then python bench/fewstep.py table OUT xeon14-low-vnni xeon14-vnni xeon25-vnni "
