@@ -155,16 +155,18 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
 
     from svdtool.models import generation_defaults, load_pipeline, resolve_source
     from svdtool.models.decoders import context_frames, with_neighbours
+    from svdtool.models.scenes import to_uint8
+    from svdtool.runtime.generate import GenerationSettings
     from svdtool.validate.metrics import grayscale, sharpness, temporal_mse
 
     source = resolve_source(str(model))
-    defaults, pipeline = generation_defaults(source), load_pipeline(source)
+    settings, pipeline = GenerationSettings().resolved(generation_defaults(source)), load_pipeline(source)
     pipeline.set_progress_bar_config(disable=True)
     vae, scaling_factor = pipeline.vae, pipeline.vae.config.scaling_factor
     tinies = {Path(spec).name: AutoencoderTiny.from_pretrained(spec).eval() for spec in decoders}
 
     def gray(decoded: torch.Tensor) -> np.ndarray:
-        return grayscale(((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+        return grayscale(to_uint8(decoded))
 
     def changes(diffusion_latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
         decoded = vae.decode(diffusion_latents / scaling_factor, num_frames=len(diffusion_latents)).sample
@@ -180,12 +182,9 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
     rows: dict = {}
     with torch.no_grad():
         for photo in sorted(HELD_OUT.glob("*.jpg")):
-            image = Image.open(photo).convert("RGB").resize((defaults.width, defaults.height))
-            generated = pipeline(image, height=defaults.height, width=defaults.width, num_frames=defaults.num_frames,
-                                 num_inference_steps=defaults.num_inference_steps, min_guidance_scale=defaults.min_guidance_scale,
-                                 max_guidance_scale=defaults.max_guidance_scale, fps=defaults.fps,
-                                 motion_bucket_id=defaults.motion_bucket_id, noise_aug_strength=defaults.noise_aug_strength,
-                                 generator=torch.Generator().manual_seed(42), output_type="latent").frames[0]
+            image = Image.open(photo).convert("RGB").resize((settings.width, settings.height))
+            generated = pipeline(image, **settings.pipeline_kwargs(), generator=torch.Generator().manual_seed(settings.seed),
+                                 output_type="latent").frames[0]
             decoded, rows.setdefault(photo.stem, {})["generated"] = changes(generated)
             encoded = vae.encode(decoded).latent_dist.sample(torch.Generator().manual_seed(0)) * scaling_factor
             rows[photo.stem]["encoded"] = changes(encoded)[1]
@@ -204,8 +203,8 @@ def latents(model: Path, decoders: list[str], results: str = "tiny_decoder_laten
         f"# Tiny decoders against {model.name}'s temporal decoder, per kind of latents", "",
         f"{machine_line(info)}; PyTorch fp32. Each cell: the tiny decoder's frames against the temporal decoder's from "
         f"the same latents, relative (validate's limits: sharpness ±20 %, temporal MSE ±15 %). *generated*: the latents "
-        f"{model.name}'s pipeline makes from the photo ({defaults.height}x{defaults.width}x{defaults.num_frames}, "
-        f"{defaults.num_inference_steps} Euler steps, seed 42); *encoded*: those frames, decoded by the temporal "
+        f"{model.name}'s pipeline makes from the photo ({settings.height}x{settings.width}x{settings.num_frames}, "
+        f"{settings.num_inference_steps} Euler steps, seed {settings.seed}); *encoded*: those frames, decoded by the temporal "
         "decoder, encoded again by the VAE (a sample of its latent distribution, as the tiny decoders' training pools are); "
         "*still*: the photo itself as a clip that does not move, encoded the same way.",
         "", *lines, "", f"Reproduce: `python bench/tiny_decoder.py latents {model} {','.join(decoders)} --results {results}`", ""])
@@ -218,7 +217,7 @@ def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder
     from PIL import Image
 
     from svdtool.models import generation_defaults, resolve_source
-    from svdtool.models.scenes import SceneMix, photo_bank, render_clips
+    from svdtool.models.scenes import SceneMix, photo_bank, render_clips, to_uint8
     from svdtool.validate.metrics import grayscale, sharpness
 
     def frame_sharpness(frames: np.ndarray) -> list[float]:  # (N, H, W, 3) uint8
@@ -233,7 +232,7 @@ def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder
         mosaics, leaves = (float(share) for share in mix.split(":"))
         first_frames = torch.cat([render_clips(7_000 + start, min(16, clips - start), 2, photos, motion="zoom",
                                                mix=SceneMix(mosaics, leaves)).frames[:, 0] for start in range(0, clips, 16)])
-        values = np.array(frame_sharpness(((first_frames + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()))
+        values = np.array(frame_sharpness(to_uint8(first_frames)))
         rows[mix] = {"mosaics": mosaics, "leaves": leaves, "clips": clips,
                      **{f"p{q}": round(float(np.percentile(values, q)), 1) for q in (10, 50, 90)},
                      "share_as_sharp_as_held_out": round(float((values >= min(held_out.values())).mean()), 3)}
@@ -251,6 +250,13 @@ def pool(model: Path, mixes: list[str], clips: int, results: str = "tiny_decoder
         "its `--mosaics` and `--leaves` shares).", "", *lines, "",
         f"Reproduce: `python bench/tiny_decoder.py pool {model} {','.join(mixes)} --clips {clips} --results {results}`", ""])
     save(results, {"machine": info, "date": time.strftime("%Y-%m-%d"), "held_out": held_out, "pools": rows}, markdown)
+
+
+def _is_share(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1
+    except ValueError:
+        return False
 
 
 def _width(decoder: str) -> int:
@@ -277,6 +283,8 @@ def main() -> None:
     elif args.mode == "quality":
         quality(args.folder, args.name, args.results)
     elif args.mode == "pool":
+        if not all(len(mix.split(":")) == 2 and all(_is_share(share) for share in mix.split(":")) for mix in args.name.split(",")):
+            parser.error(f"pool: give MOSAICS:LEAVES shares between 0 and 1, e.g. 0.25:0,0.5:0.5 (not {args.name})")
         pool(args.folder, args.name.split(","), args.clips,
              args.results if args.results != "tiny_decoder_mini" else "tiny_decoder_pool")
     else:
